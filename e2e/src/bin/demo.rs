@@ -1,0 +1,67 @@
+//! `make run`: the demo gateway in the foreground until Ctrl-C, which stops everything it started.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            request_stop as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            request_stop as *const () as libc::sighandler_t,
+        );
+    }
+    let settings = e2e::demo::DemoSettings::from_env().unwrap_or_else(|e| fail(&e));
+    let demo = e2e::demo::start(settings).unwrap_or_else(|e| {
+        fail(&format!(
+            "{e}\nIs the port taken? Choose others: PORT=10080 ADMIN_PORT=9902 make run"
+        ))
+    });
+    let url = demo.envoy.url("");
+    let provider = if demo.settings.openai_key.is_some() {
+        "OpenAI (api.openai.com), key from OPENAI_API_KEY".to_string()
+    } else {
+        format!("mock provider on {}", demo.mock.addr)
+    };
+    println!(
+        r#"
+AI gateway running: {url}   (Ctrl-C stops it)
+  provider:  {provider}
+  metrics:   {admin}/stats/prometheus
+  logs:      {run}/access.log, {run}/envoy.log
+
+Try:
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Hello!"}}]}}'
+  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"gpt-4o-mini","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"Hello!"}}]}}'
+  curl -s {admin}/stats/prometheus | grep token
+"#,
+        admin = demo.envoy.admin_url(""),
+        run = demo.settings.run_dir.display(),
+    );
+    let mut demo = demo;
+    while !STOP.load(Ordering::SeqCst) {
+        if let Some(status) = demo.envoy.exited() {
+            eprintln!("Envoy exited ({status}).\n{}", demo.envoy.log_tail(30));
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("stopping the gateway");
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("make run: {message}");
+    std::process::exit(1);
+}

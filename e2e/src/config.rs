@@ -1,0 +1,219 @@
+//! Envoy configs for tests, built as JSON: one `gateway` listener on port 0 whose HTTP filter
+//! chain holds the plugins under test, routes to static clusters, the stats tags that turn the
+//! plugins' metric names into labels, and a JSON access log with the plugins' log attributes.
+
+use crate::paths;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::Path;
+
+const ACCESS_LOG_PLACEHOLDER: &str = "@ACCESS_LOG@";
+
+/// Stats tags for the `route.<r>.upstream.<c>.model.<m>.consumer.<u>[.status.<s>].metric.<name>`
+/// names of ai-statistics (the same list ships in `envoy-configs/`).
+pub fn stats_tags() -> Value {
+    json!([
+        {"tag_name": "ai_route", "regex": "^wasmcustom\\.route\\.((.*?)\\.)upstream\\."},
+        {"tag_name": "ai_cluster", "regex": "\\.upstream\\.((.*?)\\.)model\\."},
+        {"tag_name": "ai_model", "regex": "\\.model\\.((.*?)\\.)consumer\\."},
+        {"tag_name": "ai_consumer", "regex": "\\.consumer\\.((.*?)\\.)(?:status|metric)\\."},
+        {"tag_name": "ai_status", "regex": "\\.status\\.((\\d+)\\.)metric\\."}
+    ])
+}
+
+/// The wasm HTTP filter for a plugin crate, with its JSON configuration. Each plugin gets its
+/// own VM (`vm_id` = plugin name), and a panic reloads the VM instead of failing closed forever.
+pub fn wasm_filter(plugin: &str, configuration: &Value) -> Value {
+    json!({
+        "name": plugin,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": plugin,
+                "root_id": plugin,
+                "vm_config": {
+                    "vm_id": plugin,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": paths::plugin_wasm(plugin)}}
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration.to_string()
+                },
+                "failure_policy": "FAIL_RELOAD",
+                "reload_config": {"backoff": {"base_interval": "0.1s", "max_interval": "1s"}}
+            }
+        }
+    })
+}
+
+/// A plain HTTP/1.1 cluster with one static endpoint.
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(), "port_value": addr.port()
+            }}}}]}]
+        }
+    })
+}
+
+/// A test gateway: filters (in order) before the router, routes, clusters.
+#[derive(Debug, Clone, Default)]
+pub struct Gateway {
+    filters: Vec<Value>,
+    routes: Vec<Value>,
+    clusters: Vec<Value>,
+}
+
+impl Gateway {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a wasm plugin to the filter chain.
+    pub fn plugin(self, plugin: &str, configuration: Value) -> Self {
+        self.filter(wasm_filter(plugin, &configuration))
+    }
+
+    /// Adds any HTTP filter (e.g. Envoy's own) to the chain.
+    pub fn filter(mut self, filter: Value) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Adds a static cluster `name` → `addr`.
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push(static_cluster(name, addr));
+        self
+    }
+
+    pub fn raw_cluster(mut self, cluster: Value) -> Self {
+        self.clusters.push(cluster);
+        self
+    }
+
+    /// Adds a named route for a path prefix to a cluster.
+    pub fn route(self, name: &str, prefix: &str, cluster: &str) -> Self {
+        self.raw_route(json!({
+            "name": name,
+            "match": {"prefix": prefix},
+            "route": {"cluster": cluster, "timeout": "300s"}
+        }))
+    }
+
+    pub fn raw_route(mut self, route: Value) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut filters = self.filters.clone();
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        let routes = if self.routes.is_empty() {
+            vec![
+                json!({"name": "default", "match": {"prefix": "/"}, "route": {"cluster": "provider", "timeout": "300s"}}),
+            ]
+        } else {
+            self.routes.clone()
+        };
+        json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "stats_config": {"stats_tags": stats_tags()},
+            "stats_flush_interval": "0.5s",
+            "static_resources": {
+                "listeners": [{
+                    "name": "gateway",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "gateway",
+                            "access_log": [access_log(ACCESS_LOG_PLACEHOLDER)],
+                            "route_config": {
+                                "name": "gateway",
+                                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]
+                            },
+                            "http_filters": filters
+                        }
+                    }]}]
+                }],
+                "clusters": self.clusters
+            }
+        })
+    }
+}
+
+/// The JSON access log line the configs ship: request facts plus the `ai_log` record.
+pub fn access_log(path: &str) -> Value {
+    json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"json_format": {
+                "start_time": "%START_TIME%",
+                "method": "%REQ(:METHOD)%",
+                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                "status": "%RESPONSE_CODE%",
+                "duration_ms": "%DURATION%",
+                "upstream_host": "%UPSTREAM_HOST%",
+                "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%"
+            }}
+        }
+    })
+}
+
+/// Points every `@ACCESS_LOG@` path in a config at `dir/access.log`.
+pub fn point_logs_at(config: &mut Value, dir: &Path) {
+    match config {
+        Value::String(s) if s == ACCESS_LOG_PLACEHOLDER => {
+            *s = dir.join("access.log").display().to_string();
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| point_logs_at(v, dir)),
+        Value::Object(map) => map.values_mut().for_each(|v| point_logs_at(v, dir)),
+        _ => {}
+    }
+}
+
+/// Fills `${NAME}` placeholders (as in `envoy-configs/*.yaml`); every placeholder must be given.
+pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or("unclosed ${ in template")?;
+        let name = &after[..end];
+        let value = vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("template placeholder ${{{name}}} has no value"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn render_fills_every_placeholder_or_fails() {
+        let vars = [("A", "1".to_string()), ("B", "two".to_string())];
+        assert_eq!(
+            super::render("x ${A} y ${B}${A}", &vars).unwrap(),
+            "x 1 y two1"
+        );
+        assert!(super::render("${C}", &vars).unwrap_err().contains("${C}"));
+    }
+}

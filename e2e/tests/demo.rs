@@ -1,0 +1,66 @@
+//! `make run`: the shipped demo config boots with the mock provider and answers the README's
+//! requests, and Prometheus then shows their tokens.
+
+use e2e::client::{post_json, post_stream};
+use e2e::demo::{self, DemoSettings};
+use e2e::paths;
+use serde_json::json;
+
+#[test]
+fn demo_gateway_answers_the_readme_requests() {
+    let demo = demo::start(DemoSettings {
+        port: 0,
+        admin_port: 0,
+        openai_key: None,
+        run_dir: paths::scratch_dir("demo"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let envoy = &demo.envoy;
+    let url = envoy.url("/v1/chat/completions");
+    let question =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]});
+
+    // No client key: the gateway authenticates to the provider itself.
+    let reply = post_json(&url, &question, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["object"], "chat.completion");
+    let plain_usage = reply.json()["usage"]["total_tokens"].as_u64().unwrap();
+    let sent = demo.mock.requests.last().unwrap();
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {}", demo::MOCK_KEY).as_str())
+    );
+
+    let mut streaming = question.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let streamed = post_stream(&url, &streaming, &[]);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+    let stream_usage = streamed.chunks().last().unwrap()["usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
+
+    let labels = [
+        ("ai_model", "gpt-4o-mini"),
+        ("ai_route", "llm"),
+        ("ai_cluster", "mock"),
+    ];
+    envoy.wait_prometheus_value(
+        "route_upstream_model_consumer_metric_total_token",
+        &labels,
+        (plain_usage + stream_usage) as f64,
+    );
+    envoy.wait_prometheus_value(
+        "route_upstream_model_consumer_metric_time_to_first_token_ms_count",
+        &labels,
+        1.0,
+    );
+    let logged = envoy.wait_access_log(2);
+    assert!(
+        logged.iter().all(|l| l["ai_log"]
+            .as_str()
+            .is_some_and(|s| s.contains("\"total_token\""))),
+        "{logged:#?}"
+    );
+}

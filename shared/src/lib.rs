@@ -1,0 +1,18 @@
+//! `aigw-shared`: the library every plugin of the AI gateway builds on.
+//!
+//! The core modules are pure (plain values in, plain values out) and are tested on the host and
+//! in wasm; `host` holds the thin wrappers over proxy-wasm host calls.
+
+pub mod body;
+pub mod error;
+pub mod metrics;
+pub mod openai;
+pub mod rules;
+pub mod sse;
+pub mod usage;
+
+#[cfg(feature = "host")]
+pub mod host;
+
+#[cfg(test)]
+mod testutil;
