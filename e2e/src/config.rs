@@ -24,15 +24,20 @@ pub fn stats_tags() -> Value {
 /// The wasm HTTP filter for a plugin crate, with its JSON configuration. Each plugin gets its
 /// own VM (`vm_id` = plugin name), and a panic reloads the VM instead of failing closed forever.
 pub fn wasm_filter(plugin: &str, configuration: &Value) -> Value {
+    wasm_instance(plugin, plugin, configuration)
+}
+
+/// A second instance of a plugin in the same chain needs a name (and VM) of its own.
+pub fn wasm_instance(plugin: &str, instance: &str, configuration: &Value) -> Value {
     json!({
-        "name": plugin,
+        "name": instance,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": plugin,
-                "root_id": plugin,
+                "name": instance,
+                "root_id": instance,
                 "vm_config": {
-                    "vm_id": plugin,
+                    "vm_id": instance,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": paths::plugin_wasm(plugin)}}
                 },
@@ -40,6 +45,9 @@ pub fn wasm_filter(plugin: &str, configuration: &Value) -> Value {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": configuration.to_string()
                 },
+                // A plugin that pauses request headers (to rewrite them from the body) gets the
+                // body before the headers leave; without this Envoy holds the body too.
+                "allow_on_headers_stop_iteration": true,
                 "failure_policy": "FAIL_RELOAD",
                 "reload_config": {"backoff": {"base_interval": "0.1s", "max_interval": "1s"}}
             }
@@ -62,6 +70,99 @@ pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
     })
 }
 
+/// One endpoint of a provider cluster: its address, the provider id it serves (endpoint
+/// metadata `aigw.provider`) and optionally the model to ask it for (`aigw.model`).
+#[derive(Debug, Clone)]
+pub struct ProviderEndpoint {
+    pub addr: SocketAddr,
+    pub provider: String,
+    pub model: Option<String>,
+}
+
+impl ProviderEndpoint {
+    pub fn new(addr: SocketAddr, provider: &str) -> Self {
+        ProviderEndpoint {
+            addr,
+            provider: provider.to_string(),
+            model: None,
+        }
+    }
+
+    pub fn model(mut self, model: &str) -> Self {
+        self.model = Some(model.to_string());
+        self
+    }
+}
+
+/// A cluster whose endpoints are tried in priority order (the first has priority 0), with
+/// `upstream_filters` (e.g. ai-proxy) run for every attempt before the upstream codec.
+pub fn provider_cluster(
+    name: &str,
+    endpoints: &[ProviderEndpoint],
+    upstream_filters: Vec<Value>,
+) -> Value {
+    let localities: Vec<Value> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(priority, e)| {
+            let mut metadata = json!({"provider": e.provider});
+            if let Some(model) = &e.model {
+                metadata["model"] = json!(model);
+            }
+            json!({
+                "priority": priority,
+                "lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {"address": e.addr.ip().to_string(), "port_value": e.addr.port()}}},
+                    "metadata": {"filter_metadata": {"aigw": metadata}}
+                }]
+            })
+        })
+        .collect();
+    let mut filters = upstream_filters;
+    filters.push(json!({
+        "name": "envoy.filters.http.upstream_codec",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
+    }));
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": localities},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": filters
+            }
+        }
+    })
+}
+
+/// A route that retries on another priority when an attempt fails with one of `statuses`, a
+/// 5xx, a reset or a refused connection.
+pub fn failover_route(name: &str, prefix: &str, cluster: &str, statuses: &[u16]) -> Value {
+    json!({
+        "name": name,
+        "match": {"prefix": prefix},
+        "route": {
+            "cluster": cluster,
+            "timeout": "300s",
+            "retry_policy": {
+                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+                "retriable_status_codes": statuses,
+                "num_retries": 3,
+                "retry_priority": {
+                    "name": "envoy.retry_priorities.previous_priorities",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                        "update_frequency": 1
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// A test gateway: filters (in order) before the router, routes, clusters.
 #[derive(Debug, Clone, Default)]
 pub struct Gateway {
@@ -78,6 +179,11 @@ impl Gateway {
     /// Adds a wasm plugin to the filter chain.
     pub fn plugin(self, plugin: &str, configuration: Value) -> Self {
         self.filter(wasm_filter(plugin, &configuration))
+    }
+
+    /// Adds a named instance of a wasm plugin (when the chain holds the plugin twice).
+    pub fn plugin_instance(self, plugin: &str, instance: &str, configuration: Value) -> Self {
+        self.filter(wasm_instance(plugin, instance, &configuration))
     }
 
     /// Adds any HTTP filter (e.g. Envoy's own) to the chain.

@@ -13,4 +13,4 @@ pub mod python;
 
 pub use config::Gateway;
 pub use envoy::{Envoy, EnvoyOptions};
-pub use mock::{openai::OpenAiMock, MockServer};
+pub use mock::{anthropic::AnthropicMock, azure::AzureMock, openai::OpenAiMock, MockServer};

@@ -1,13 +1,16 @@
 //! The mock providers answer like the real services: their bodies have the shape of the real
 //! transcripts recorded in `../shared/fixtures/providers/` (same fields, same types, same SSE
-//! framing), and their errors carry the real messages. Skipped, and saying so, when the
-//! fixtures folder is absent (a clone of this repository alone).
+//! framing), and their errors carry the real messages. Comparisons with a recording are
+//! skipped, saying so, when the fixtures folder is absent (a clone of this repository alone);
+//! the checks of auth and validation run always. The official Python SDKs drive each mock once.
 
 use e2e::client::{get_with, post_json, post_stream};
+use e2e::mock::openai::content_pieces;
 use e2e::paths::provider_fixture;
-use e2e::{MockServer, OpenAiMock};
+use e2e::{python, AnthropicMock, AzureMock, MockServer, OpenAiMock};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The structure of a JSON value: object keys with the shape of their values, the shape of an
 /// array's first element, the type of a scalar. `null` matches any type, as real APIs send
@@ -65,8 +68,19 @@ fn differences(path: &str, real: &Shape, mock: &Shape, out: &mut Vec<String>) {
 }
 
 fn assert_same_shape(what: &str, real: &Value, mock: &Value) {
+    assert_same_shape_but_newer(what, real, mock, &[]);
+}
+
+/// Like [`assert_same_shape`], for a recording older than fields the live service sends now:
+/// the mock may add the fields at `newer` (paths like `.choices[0].content_filter_results`).
+fn assert_same_shape_but_newer(what: &str, real: &Value, mock: &Value, newer: &[&str]) {
     let mut diffs = Vec::new();
     differences("", &shape(real), &shape(mock), &mut diffs);
+    diffs.retain(|d| {
+        !newer
+            .iter()
+            .any(|path| d == &format!("{path}: not in the real response"))
+    });
     assert!(
         diffs.is_empty(),
         "{what}: the mock differs from the recording:\n{}",
@@ -74,18 +88,27 @@ fn assert_same_shape(what: &str, real: &Value, mock: &Value) {
     );
 }
 
-fn fixture(name: &str) -> Option<String> {
-    match provider_fixture(&format!("openai-chat/{name}")) {
+/// A recorded file of `../shared/fixtures/providers/<folder>/`, if the fixtures are present.
+fn fixture_in(folder: &str, name: &str) -> Option<String> {
+    match provider_fixture(&format!("{folder}/{name}")) {
         Some(path) => Some(std::fs::read_to_string(path).expect("read fixture")),
         None => {
-            println!("skipped: ../shared/fixtures/providers/openai-chat/{name} not found (fixtures are not part of this repository)");
+            println!("skipped: ../shared/fixtures/providers/{folder}/{name} not found (fixtures are not part of this repository)");
             None
         }
     }
 }
 
+fn fixture_json_in(folder: &str, name: &str) -> Option<Value> {
+    fixture_in(folder, name).map(|text| serde_json::from_str(&text).expect("fixture JSON"))
+}
+
+fn fixture(name: &str) -> Option<String> {
+    fixture_in("openai-chat", name)
+}
+
 fn fixture_json(name: &str) -> Option<Value> {
-    fixture(name).map(|text| serde_json::from_str(&text).expect("fixture JSON"))
+    fixture_json_in("openai-chat", name)
 }
 
 /// The `data:` payloads of a recorded SSE body, checking its framing on the way: every event is
@@ -313,4 +336,983 @@ fn auth_and_malformed_requests_are_refused_like_openai() {
     let models = get_with(&server.url("/v1/models"), &[AUTH]);
     assert_eq!(models.status, 200);
     assert_eq!(models.json()["object"], "list");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI: OpenAI-compatible path prefixes and embeddings
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn openai_compatible_path_prefixes_are_served_and_recorded() {
+    let server = mock();
+    let body = json!({"model": "glm-4", "messages": [{"role": "user", "content": "hi"}]});
+    for path in [
+        "/api/paas/v4/chat/completions",
+        "/openai/v1/chat/completions",
+        "/compatible-mode/v1/chat/completions",
+    ] {
+        let reply = post_json(&server.url(path), &body, &[AUTH]);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json()["object"], "chat.completion");
+        assert_eq!(server.requests.last().unwrap().path, path);
+    }
+    let models = get_with(&server.url("/api/paas/v4/models"), &[AUTH]);
+    assert_eq!(models.status, 200);
+    assert_eq!(models.json()["object"], "list");
+    let unknown = post_json(&server.url("/v1/completions"), &body, &[AUTH]);
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        unknown.json()["error"]["message"],
+        "Invalid URL (POST /v1/completions)"
+    );
+}
+
+#[test]
+fn embeddings_answer_like_openai() {
+    let server = mock();
+    let url = server.url("/v1/embeddings");
+    let embed = |input: Value| {
+        let reply = post_json(
+            &url,
+            &json!({"model": "text-embedding-3-small", "input": input}),
+            &[AUTH],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    };
+    let one = embed(json!("The food was delicious"));
+    assert_eq!(one["object"], "list");
+    assert_eq!(one["model"], "text-embedding-3-small");
+    assert_eq!(one["data"][0]["object"], "embedding");
+    assert_eq!(one["data"][0]["index"], 0);
+    let vector: Vec<f64> = serde_json::from_value(one["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(vector.len(), 8);
+    let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "unit vector, got norm {norm}");
+    assert!(one["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(one["usage"]["total_tokens"], one["usage"]["prompt_tokens"]);
+
+    let two = embed(json!(["The food was delicious", "and the waiter"]));
+    assert_eq!(two["data"].as_array().unwrap().len(), 2);
+    assert_eq!(two["data"][1]["index"], 1);
+    assert_eq!(
+        two["data"][0]["embedding"], one["data"][0]["embedding"],
+        "the same text gets the same vector"
+    );
+    assert_ne!(two["data"][1]["embedding"], two["data"][0]["embedding"]);
+
+    let sized = post_json(
+        &url,
+        &json!({"model": "m", "input": "x", "dimensions": 16}),
+        &[AUTH],
+    );
+    assert_eq!(
+        sized.json()["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        16
+    );
+    let base64 = post_json(
+        &url,
+        &json!({"model": "m", "input": "The food was delicious", "encoding_format": "base64"}),
+        &[AUTH],
+    );
+    assert!(base64.json()["data"][0]["embedding"].is_string());
+
+    let no_input = post_json(&url, &json!({"model": "m"}), &[AUTH]);
+    assert_eq!(no_input.status, 400);
+    assert_eq!(
+        no_input.json()["error"]["message"],
+        "'input' is a required property"
+    );
+    let no_model = post_json(&url, &json!({"input": "x"}), &[AUTH]);
+    assert_eq!(no_model.status, 400);
+    assert_eq!(
+        no_model.json()["error"]["message"],
+        "you must provide a model parameter"
+    );
+    let empty = post_json(&url, &json!({"model": "m", "input": ["a", ""]}), &[AUTH]);
+    assert_eq!(empty.status, 400);
+    assert!(empty.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("'$.input' is invalid."));
+    assert_eq!(
+        post_json(&url, &json!({"model": "m", "input": "x"}), &[]).status,
+        401
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic Messages
+// ---------------------------------------------------------------------------------------------
+
+const ANTHROPIC_KEY: &str = "sk-ant-conformance";
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [
+    ("x-api-key", ANTHROPIC_KEY),
+    ("anthropic-version", "2023-06-01"),
+];
+
+fn anthropic_mock() -> MockServer {
+    MockServer::start(AnthropicMock::with_key(ANTHROPIC_KEY))
+}
+
+fn anthropic_fixture_json(name: &str) -> Option<Value> {
+    fixture_json_in("anthropic-messages", name)
+}
+
+fn anthropic_message(server: &MockServer, body: &Value) -> Value {
+    let reply = post_json(
+        &server.url("/v1/messages?beta=true"),
+        body,
+        &ANTHROPIC_HEADERS,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.header("request-id").unwrap().starts_with("req_"));
+    reply.json()
+}
+
+/// The events of an Anthropic SSE body, checking the framing on the way: every event is an
+/// `event:` line and one `data:` line whose JSON has the same `type`, then a blank line. The
+/// JSON may be padded with spaces (the live API does that), so it is parsed, never compared
+/// as text.
+fn anthropic_events(body: &str) -> Vec<(String, Value)> {
+    assert!(body.ends_with("\n\n"), "stream must end with a blank line");
+    body.trim_end_matches('\n')
+        .split("\n\n")
+        .map(|event| {
+            let (name, data) = event
+                .split_once('\n')
+                .unwrap_or_else(|| panic!("event without data: {event:?}"));
+            let name = name
+                .strip_prefix("event: ")
+                .unwrap_or_else(|| panic!("no event line: {event:?}"));
+            let data = data
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("no data line: {event:?}"));
+            assert!(!data.contains('\n'), "one data line per event: {event:?}");
+            let json: Value = serde_json::from_str(data).expect("event JSON");
+            assert_eq!(json["type"], name, "event name and data type agree");
+            (name.to_string(), json)
+        })
+        .collect()
+}
+
+fn anthropic_stream(server: &MockServer, body: &Value) -> Vec<(String, Value)> {
+    let streamed = post_stream(&server.url("/v1/messages"), body, &ANTHROPIC_HEADERS);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(
+        streamed.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
+    let body = String::from_utf8(streamed.body).unwrap();
+    assert!(
+        !body.contains("[DONE]"),
+        "Anthropic streams end without [DONE]"
+    );
+    anthropic_events(&body)
+}
+
+/// Event names with runs of the same name collapsed (`content_block_delta` ×n → once).
+fn event_sequence(events: &[(String, Value)]) -> Vec<String> {
+    let mut names: Vec<String> = events.iter().map(|(name, _)| name.clone()).collect();
+    names.dedup();
+    names
+}
+
+/// The first event matching `pick`.
+fn first_event(events: &[(String, Value)], pick: impl Fn(&Value) -> bool) -> Value {
+    events
+        .iter()
+        .map(|(_, json)| json)
+        .find(|json| pick(json))
+        .cloned()
+        .expect("no such event")
+}
+
+fn delta_of_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |e: &Value| e["type"] == "content_block_delta" && e["delta"]["type"] == kind
+}
+
+fn block_start_of_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |e: &Value| e["type"] == "content_block_start" && e["content_block"]["type"] == kind
+}
+
+#[test]
+fn anthropic_message_has_the_recorded_shape() {
+    let server = anthropic_mock();
+    for name in ["basic", "basic-system"] {
+        let (Some(request), Some(real)) = (
+            anthropic_fixture_json(&format!("{name}.request.json")),
+            anthropic_fixture_json(&format!("{name}.response.json")),
+        ) else {
+            continue;
+        };
+        let answer = anthropic_message(&server, &request);
+        assert_same_shape(name, &real, &answer);
+        assert_eq!(answer["stop_reason"], "end_turn");
+        assert_eq!(answer["model"], request["model"]);
+        assert_eq!(
+            answer["content"][0]["text"],
+            content_pieces(5, None).collect::<String>()
+        );
+        assert_eq!(answer["usage"]["output_tokens"], 5);
+    }
+}
+
+#[test]
+fn anthropic_system_prompt_is_charged_as_input() {
+    let server = anthropic_mock();
+    let mut body = json!({"model": "claude-haiku-4-5", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+    let without = anthropic_message(&server, &body)["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    body["system"] = json!("You are a helpful assistant who answers in one short sentence.");
+    let with_string = anthropic_message(&server, &body)["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    body["system"] = json!([{"type": "text", "text": "You are a helpful assistant who answers in one short sentence."}]);
+    let with_blocks = anthropic_message(&server, &body)["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(with_string > without, "{with_string} > {without}");
+    assert_eq!(with_blocks, with_string);
+}
+
+#[test]
+fn anthropic_tool_use_has_the_recorded_shape() {
+    let (Some(request), Some(real)) = (
+        anthropic_fixture_json("tool-call.1.request.json"),
+        anthropic_fixture_json("tool-call.1.response.json"),
+    ) else {
+        return;
+    };
+    let server = anthropic_mock();
+    let answer = anthropic_message(&server, &request);
+    assert_eq!(answer["stop_reason"], "tool_use");
+    // The recording starts with a text block; compare the message around its content, then
+    // the tool_use blocks with each other.
+    let without_content = |v: &Value| {
+        let mut v = v.clone();
+        v["content"] = json!([]);
+        v
+    };
+    assert_same_shape(
+        "tool use message",
+        &without_content(&real),
+        &without_content(&answer),
+    );
+    let tool_use = |v: &Value| {
+        v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .cloned()
+            .unwrap()
+    };
+    assert_same_shape("tool_use block", &tool_use(&real), &tool_use(&answer));
+    assert_eq!(tool_use(&answer)["name"], "retrieve_entity_info");
+    assert_eq!(tool_use(&answer)["input"], json!({"name": "Paris"}));
+    assert!(tool_use(&answer)["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("toolu_"));
+}
+
+#[test]
+fn anthropic_stream_has_the_recorded_events() {
+    let (Some(request), Some(real)) = (
+        anthropic_fixture_json("streaming.request.json"),
+        fixture_in("anthropic-messages", "streaming.response.sse"),
+    ) else {
+        return;
+    };
+    let server = anthropic_mock();
+    let real = anthropic_events(&real);
+    let mocked = anthropic_stream(&server, &request);
+    assert_eq!(event_sequence(&mocked), event_sequence(&real));
+    for kind in [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ] {
+        let pick = |e: &Value| e["type"] == kind;
+        assert_same_shape(kind, &first_event(&real, pick), &first_event(&mocked, pick));
+    }
+    let text: String = mocked
+        .iter()
+        .filter_map(|(_, e)| e.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
+    assert_eq!(text, content_pieces(5, None).collect::<String>());
+    let start = first_event(&mocked, |e| e["type"] == "message_start");
+    let end = first_event(&mocked, |e| e["type"] == "message_delta");
+    assert_eq!(start["message"]["usage"]["output_tokens"], 1);
+    assert_eq!(end["usage"]["output_tokens"], 5, "final cumulative count");
+    assert_eq!(
+        end["usage"]["input_tokens"],
+        start["message"]["usage"]["input_tokens"]
+    );
+    assert_eq!(end["delta"]["stop_reason"], "end_turn");
+}
+
+#[test]
+fn anthropic_streamed_tool_use_has_the_recorded_deltas() {
+    let (Some(request), Some(real)) = (
+        anthropic_fixture_json("streaming-tool-call-with-args.1.request.json"),
+        fixture_in(
+            "anthropic-messages",
+            "streaming-tool-call-with-args.1.response.sse",
+        ),
+    ) else {
+        return;
+    };
+    let server = anthropic_mock();
+    let real = anthropic_events(&real);
+    let mocked = anthropic_stream(&server, &request);
+    let pick = block_start_of_type("tool_use");
+    assert_same_shape(
+        "tool_use block start",
+        &first_event(&real, &pick),
+        &first_event(&mocked, &pick),
+    );
+    let pick = delta_of_type("input_json_delta");
+    assert_same_shape(
+        "input_json_delta",
+        &first_event(&real, &pick),
+        &first_event(&mocked, &pick),
+    );
+    // Like the recording: an empty fragment first, then pieces that join into the input.
+    let fragments: Vec<&str> = mocked
+        .iter()
+        .filter_map(|(_, e)| e.pointer("/delta/partial_json").and_then(Value::as_str))
+        .collect();
+    assert_eq!(fragments[0], "");
+    assert!(
+        fragments.len() > 2,
+        "the input arrives in several fragments"
+    );
+    let input: Value = serde_json::from_str(&fragments.concat()).expect("input JSON");
+    assert_eq!(input, json!({"from_currency": "Paris"}));
+    let end = first_event(&mocked, |e| e["type"] == "message_delta");
+    assert_eq!(end["delta"]["stop_reason"], "tool_use");
+}
+
+#[test]
+fn anthropic_thinking_stream_has_the_recorded_deltas() {
+    let (Some(request), Some(real)) = (
+        anthropic_fixture_json("streaming-thinking.request.json"),
+        fixture_in("anthropic-messages", "streaming-thinking.response.sse"),
+    ) else {
+        return;
+    };
+    let server = anthropic_mock();
+    let real = anthropic_events(&real);
+    let mocked = anthropic_stream(&server, &request);
+    assert_eq!(event_sequence(&mocked), event_sequence(&real));
+    for (what, pick) in [
+        (
+            "thinking block start",
+            Box::new(block_start_of_type("thinking")) as Box<dyn Fn(&Value) -> bool>,
+        ),
+        ("thinking_delta", Box::new(delta_of_type("thinking_delta"))),
+        (
+            "signature_delta",
+            Box::new(delta_of_type("signature_delta")),
+        ),
+        ("text block start", Box::new(block_start_of_type("text"))),
+    ] {
+        assert_same_shape(
+            what,
+            &first_event(&real, &pick),
+            &first_event(&mocked, &pick),
+        );
+    }
+    // The thinking block comes first, the text block second.
+    assert_eq!(
+        first_event(&mocked, block_start_of_type("text"))["index"],
+        1
+    );
+    assert_eq!(
+        first_event(&mocked, delta_of_type("signature_delta"))["index"],
+        0
+    );
+}
+
+#[test]
+fn anthropic_errors_match_the_recorded_bodies() {
+    let server = anthropic_mock();
+    if let (Some(mut request), Some(real)) = (
+        anthropic_fixture_json("error-404-not-found.request.json"),
+        anthropic_fixture_json("error-404-not-found.response.json"),
+    ) {
+        request["model"] = json!("does-not-exist-claude");
+        let reply = post_json(&server.url("/v1/messages"), &request, &ANTHROPIC_HEADERS);
+        assert_eq!(reply.status, 404);
+        assert_same_shape("404", &real, &reply.json());
+        assert_eq!(reply.json()["error"]["type"], "not_found_error");
+        assert_eq!(
+            reply.json()["error"]["message"],
+            "model: does-not-exist-claude"
+        );
+        assert!(reply.json()["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req_"));
+    }
+    if let (Some(mut request), Some(real)) = (
+        anthropic_fixture_json("error-400-invalid-request.request.json"),
+        anthropic_fixture_json("error-400-invalid-request.response.json"),
+    ) {
+        request.as_object_mut().unwrap().remove("max_tokens");
+        let reply = post_json(&server.url("/v1/messages"), &request, &ANTHROPIC_HEADERS);
+        assert_eq!(reply.status, 400);
+        assert_same_shape("400", &real, &reply.json());
+        assert_eq!(
+            reply.json()["error"]["message"],
+            "max_tokens: Field required"
+        );
+    }
+}
+
+#[test]
+fn anthropic_refuses_wrong_auth_like_anthropic() {
+    let server = anthropic_mock();
+    let url = server.url("/v1/messages");
+    let body = json!({"model": "claude-haiku-4-5", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let version = ("anthropic-version", "2023-06-01");
+    let refused = |headers: &[(&str, &str)], message: &str| {
+        let reply = post_json(&url, &body, headers);
+        assert_eq!(reply.status, 401, "{headers:?}");
+        assert_eq!(reply.json()["type"], "error");
+        assert_eq!(reply.json()["error"]["type"], "authentication_error");
+        assert_eq!(reply.json()["error"]["message"], message);
+    };
+    refused(&[version], "x-api-key header is required");
+    refused(
+        &[("x-api-key", "sk-ant-wrong"), version],
+        "invalid x-api-key",
+    );
+    let bearer = format!("Bearer {ANTHROPIC_KEY}");
+    refused(
+        &[("authorization", &bearer), version],
+        "x-api-key header is required",
+    );
+
+    let no_version = post_json(&url, &body, &[("x-api-key", ANTHROPIC_KEY)]);
+    assert_eq!(no_version.status, 400);
+    assert_eq!(no_version.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        no_version.json()["error"]["message"],
+        "anthropic-version: header is required"
+    );
+
+    // Any non-empty key without a configured one; bearer only when asked for.
+    let open = MockServer::start(AnthropicMock::default());
+    let reply = post_json(
+        &open.url("/v1/messages"),
+        &body,
+        &[("x-api-key", "anything"), version],
+    );
+    assert_eq!(reply.status, 200);
+    let bearer_ok = MockServer::start(AnthropicMock::with_key(ANTHROPIC_KEY).accepting_bearer());
+    let reply = post_json(
+        &bearer_ok.url("/v1/messages"),
+        &body,
+        &[("authorization", &bearer), version],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn anthropic_refuses_malformed_requests_like_anthropic() {
+    let server = anthropic_mock();
+    let url = server.url("/v1/messages");
+    let invalid = |body: Value, message: &str| {
+        let reply = post_json(&url, &body, &ANTHROPIC_HEADERS);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+        assert_eq!(reply.json()["error"]["message"], message, "{body}");
+    };
+    let user = json!([{"role": "user", "content": "hi"}]);
+    invalid(
+        json!({"max_tokens": 10, "messages": user}),
+        "model: Field required",
+    );
+    invalid(
+        json!({"model": "m", "messages": user}),
+        "max_tokens: Field required",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 0, "messages": user}),
+        "max_tokens: Input should be greater than or equal to 1",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": "ten", "messages": user}),
+        "max_tokens: Input should be a valid integer",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 10}),
+        "messages: Field required",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 10, "messages": []}),
+        "messages: at least one message is required",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]}),
+        "messages.0.role: Input should be 'user' or 'assistant'",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 10, "messages": user, "temperature": 1.5}),
+        "temperature: Input should be less than or equal to 1",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 10, "messages": user, "system": [{"type": "image"}]}),
+        "system.0.type: Input should be 'text'",
+    );
+    invalid(
+        json!({"model": "m", "max_tokens": 10, "messages": user, "stream": "yes"}),
+        "stream: Input should be a valid boolean",
+    );
+    let not_json = e2e::client::post(
+        &url,
+        "{\"model\": ",
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("content-type", "application/json"),
+        ],
+    );
+    assert_eq!(not_json.status, 400);
+    assert!(not_json.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("The request body is not valid JSON"));
+
+    let elsewhere = post_json(&server.url("/v1/complete"), &json!({}), &ANTHROPIC_HEADERS);
+    assert_eq!(elsewhere.status, 404);
+    assert_eq!(elsewhere.json()["error"]["type"], "not_found_error");
+}
+
+#[test]
+fn anthropic_answers_follow_the_request() {
+    let server = anthropic_mock();
+    let ask = |extra: Value| {
+        let mut body = json!({"model": "claude-haiku-4-5", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        anthropic_message(&server, &body)
+    };
+    // max_tokens stops the text.
+    let short = ask(json!({"max_tokens": 2}));
+    assert_eq!(short["stop_reason"], "max_tokens");
+    assert_eq!(short["usage"]["output_tokens"], 2);
+    assert_eq!(short["content"][0]["text"], "Hello from");
+    // A stop sequence cuts the text before it.
+    let stopped = ask(json!({"stop_sequences": ["mock"]}));
+    assert_eq!(stopped["stop_reason"], "stop_sequence");
+    assert_eq!(stopped["stop_sequence"], "mock");
+    assert_eq!(stopped["content"][0]["text"], "Hello from the ");
+    // Tools: called unless tool_choice is none or the user hands back a tool result.
+    let weather = json!([{"name": "get_weather", "input_schema": {"type": "object",
+        "properties": {"unit": {"type": "string"}, "city": {"type": "string"}}, "required": ["city"]}}]);
+    let called = ask(json!({"tools": weather}));
+    assert_eq!(called["content"][0]["input"], json!({"city": "Paris"}));
+    let none = ask(json!({"tools": weather, "tool_choice": {"type": "none"}}));
+    assert_eq!(none["content"][0]["type"], "text");
+    let answered = ask(json!({"tools": weather, "messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"}]}
+    ]}));
+    assert_eq!(answered["content"][0]["type"], "text");
+    assert_eq!(answered["stop_reason"], "end_turn");
+    // Thinking comes first, with a signature.
+    let thought =
+        ask(json!({"max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024}}));
+    assert_eq!(thought["content"][0]["type"], "thinking");
+    assert!(!thought["content"][0]["signature"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    assert_eq!(thought["content"][1]["type"], "text");
+}
+
+#[test]
+fn anthropic_knobs_shape_the_answer() {
+    let server = anthropic_mock();
+    let body = json!({"model": "claude-haiku-4-5", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let url = server.url("/v1/messages");
+    for (status, kind) in [
+        ("400", "invalid_request_error"),
+        ("401", "authentication_error"),
+        ("403", "permission_error"),
+        ("404", "not_found_error"),
+        ("429", "rate_limit_error"),
+        ("500", "api_error"),
+        ("529", "overloaded_error"),
+    ] {
+        let reply = post_json(
+            &url,
+            &body,
+            &[
+                ANTHROPIC_HEADERS[0],
+                ANTHROPIC_HEADERS[1],
+                ("x-mock-status", status),
+            ],
+        );
+        assert_eq!(reply.status.to_string(), status);
+        assert_eq!(reply.json()["type"], "error");
+        assert_eq!(reply.json()["error"]["type"], kind);
+    }
+    let reply = post_json(
+        &url,
+        &body,
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("x-mock-chunks", "3"),
+            ("x-mock-chunk-bytes", "10"),
+        ],
+    );
+    let text = reply.json()["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text.len(), 30);
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    let streamed = post_stream(
+        &url,
+        &stream_body,
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("x-mock-first-delay-ms", "150"),
+        ],
+    );
+    assert!(
+        streamed.first_byte.unwrap() < Duration::from_millis(150),
+        "message_start is sent before the first token"
+    );
+    assert!(streamed.total >= Duration::from_millis(150));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure OpenAI
+// ---------------------------------------------------------------------------------------------
+
+const AZURE_KEY: &str = "azure-conformance-key";
+
+fn azure_mock() -> MockServer {
+    MockServer::start(
+        AzureMock::with_key(AZURE_KEY).deployment("gpt-5-nano", "gpt-5-nano-2025-08-07"),
+    )
+}
+
+fn azure_url(server: &MockServer, deployment: &str, operation: &str) -> String {
+    server.url(&format!(
+        "/openai/deployments/{deployment}/{operation}?api-version=2024-12-01-preview"
+    ))
+}
+
+fn azure_fixture_json(name: &str) -> Option<Value> {
+    fixture_json_in("azure-openai", name)
+}
+
+/// `value` with every `content_filter_results` emptied: which categories they list depends on
+/// the deployment's filter configuration (`{}` for some models), not on the wire format.
+fn without_filter_categories(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if k == "content_filter_results" {
+                        json!({})
+                    } else {
+                        without_filter_categories(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_filter_categories).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The `data:` payloads of a recorded Azure stream (one recording was saved without the final
+/// blank line, so this does not insist on it).
+fn recorded_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").expect("data line").to_string())
+        .collect()
+}
+
+#[test]
+fn azure_completion_has_the_recorded_shape() {
+    let (Some(request), Some(real), Some(real_filtered)) = (
+        azure_fixture_json("chat-basic.request.json"),
+        azure_fixture_json("chat-basic.response.json"),
+        azure_fixture_json("chat-basic-2.response.json"),
+    ) else {
+        return;
+    };
+    let server = azure_mock();
+    let url = azure_url(&server, "gpt-5-nano", "chat/completions");
+    let reply = post_json(&url, &request, &[("api-key", AZURE_KEY)]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = reply.json();
+    assert_same_shape(
+        "Azure completion",
+        &without_filter_categories(&real),
+        &without_filter_categories(&answer),
+    );
+    // The filter verdicts have the categories of a recording that lists them.
+    assert_same_shape(
+        "prompt filter results",
+        &real_filtered["prompt_filter_results"],
+        &answer["prompt_filter_results"],
+    );
+    assert_same_shape(
+        "choice filter results",
+        &real_filtered["choices"][0]["content_filter_results"],
+        &answer["choices"][0]["content_filter_results"],
+    );
+    assert_eq!(
+        answer["model"], "gpt-5-nano-2025-08-07",
+        "the deployment's model"
+    );
+    assert_eq!(
+        server.requests.last().unwrap().path,
+        "/openai/deployments/gpt-5-nano/chat/completions?api-version=2024-12-01-preview"
+    );
+    // The body's model does not choose anything.
+    let other = post_json(
+        &url,
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+        &[("api-key", AZURE_KEY)],
+    );
+    assert_eq!(other.json()["model"], "gpt-5-nano-2025-08-07");
+}
+
+#[test]
+fn azure_stream_has_the_recorded_chunks() {
+    let (Some(async_filter), Some(usage_stream)) = (
+        fixture_in("azure-openai", "chat-streaming-async-filter.response.sse"),
+        fixture_in("azure-openai", "chat-streaming-usage.chunks.jsonl"),
+    ) else {
+        return;
+    };
+    let async_filter: Vec<Value> = recorded_data(&async_filter)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let usage_stream: Vec<Value> = usage_stream
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let server = azure_mock();
+    let request = json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+        "stream_options": {"include_usage": true}});
+    let streamed = post_stream(
+        &azure_url(&server, "gpt-4o", "chat/completions"),
+        &request,
+        &[("api-key", AZURE_KEY)],
+    );
+    assert_eq!(streamed.status, 200);
+    let mocked = chunks(&sse_payloads(&String::from_utf8(streamed.body).unwrap()));
+    // prompt filter, role, 5 content, finish, 2 async filter, usage
+    assert_eq!(mocked.len(), 11);
+    let (first, role, content, finish) = (&mocked[0], &mocked[1], &mocked[2], &mocked[7]);
+    let (filter_a, filter_b, usage) = (&mocked[8], &mocked[9], &mocked[10]);
+
+    assert_same_shape("prompt filter chunk", &async_filter[0], first);
+    assert_eq!(first["id"], "");
+    assert_eq!(first["created"], 0);
+    assert_eq!(first["choices"], json!([]));
+    // The async-filter recording predates `obfuscation` and the per-chunk filter verdicts;
+    // the newer usage recording has both.
+    let newer = [".obfuscation", ".choices[0].content_filter_results"];
+    for (what, real_old, real_new, mock) in [
+        ("role chunk", &async_filter[1], &usage_stream[1], role),
+        ("content chunk", &async_filter[2], &usage_stream[2], content),
+        ("finish chunk", &async_filter[3], &usage_stream[6], finish),
+    ] {
+        assert_same_shape_but_newer(what, real_old, mock, &newer);
+        assert_same_shape(what, real_new, mock);
+    }
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    assert_same_shape("async filter chunk", &async_filter[4], filter_a);
+    assert_same_shape("async filter chunk", &async_filter[5], filter_b);
+    assert!(filter_a["choices"][0].get("delta").is_none());
+    assert_eq!(filter_a["id"], "");
+    assert_same_shape("usage chunk", usage_stream.last().unwrap(), usage);
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["model"], "gpt-4o-2024-11-20");
+}
+
+#[test]
+fn azure_errors_match_the_recorded_bodies() {
+    let server = azure_mock();
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    if let Some(record) = azure_fixture_json("error-404-deployment-not-found.session-record.json") {
+        let real = &record["Entries"][0]["ResponseBody"];
+        let reply = post_json(
+            &azure_url(&server, "BAD_DEPLOYMENT_ID", "chat/completions"),
+            &body,
+            &[("api-key", AZURE_KEY)],
+        );
+        assert_eq!(reply.status, 404);
+        assert_eq!(&reply.json(), real);
+    }
+    let no_version = post_json(
+        &server.url("/openai/deployments/gpt-4o/chat/completions"),
+        &body,
+        &[("api-key", AZURE_KEY)],
+    );
+    assert_eq!(no_version.status, 404);
+    assert_eq!(
+        no_version.json(),
+        json!({"error": {"code": "404", "message": "Resource not found"}})
+    );
+    let url = azure_url(&server, "gpt-4o", "chat/completions");
+    let missing = post_json(&url, &body, &[]);
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json()["error"]["code"], "401");
+    assert!(missing.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Access denied due to missing subscription key"));
+    let wrong = post_json(&url, &body, &[("api-key", "wrong")]);
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Access denied due to invalid subscription key"));
+    let bearer = post_json(
+        &url,
+        &body,
+        &[("authorization", "Bearer azure-conformance-key")],
+    );
+    assert_eq!(bearer.status, 401, "Azure keys go in the api-key header");
+    let malformed = post_json(&url, &json!({"messages": []}), &[("api-key", AZURE_KEY)]);
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.json()["error"]["param"], "messages");
+    let knob = post_json(
+        &url,
+        &body,
+        &[("api-key", AZURE_KEY), ("x-mock-status", "429")],
+    );
+    assert_eq!(knob.status, 429);
+    assert_eq!(knob.json()["error"]["code"], "429");
+}
+
+#[test]
+fn azure_embeddings_answer_with_the_deployment_model() {
+    let server = azure_mock();
+    let reply = post_json(
+        &azure_url(&server, "text-embedding-3-small", "embeddings"),
+        &json!({"input": ["a", "b"]}),
+        &[("api-key", AZURE_KEY)],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["model"], "text-embedding-3-small");
+    assert_eq!(reply.json()["data"].as_array().unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The official SDKs against the mocks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn official_anthropic_sdk_is_satisfied_by_the_anthropic_mock() {
+    // The SDK sends `api_key` as a bearer token (see AnthropicMock::accept_bearer).
+    let server = MockServer::start(AnthropicMock::with_key(ANTHROPIC_KEY).accepting_bearer());
+    let out = python::run_script(
+        "anthropic_chat.py",
+        &[&server.url(""), "claude-haiku-4-5", ANTHROPIC_KEY],
+        Duration::from_secs(120),
+    );
+    let text = content_pieces(5, None).collect::<String>();
+    assert_eq!(out["plain"]["text"], text);
+    assert_eq!(out["plain"]["stop_reason"], "end_turn");
+    assert_eq!(out["plain"]["usage"]["output_tokens"], 5);
+    assert!(out["plain"]["usage"]["input_tokens"].as_u64().unwrap() > 0);
+
+    assert_eq!(out["stream"]["text"], text);
+    assert_eq!(out["stream"]["stop_reason"], "end_turn");
+    assert_eq!(out["stream"]["usage"]["output_tokens"], 5);
+    let events: Vec<&str> = out["stream"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"message_start"));
+    assert_eq!(events.last(), Some(&"message_stop"));
+    for kind in [
+        "content_block_start",
+        "text",
+        "content_block_stop",
+        "message_delta",
+    ] {
+        assert!(events.contains(&kind), "{kind} in {events:?}");
+    }
+
+    assert_eq!(out["tools"]["tool_name"], "get_weather");
+    assert_eq!(out["tools"]["tool_input"], json!({"city": "Paris"}));
+    assert_eq!(out["tools"]["stop_reason"], "tool_use");
+    assert_eq!(out["tools"]["followup_text"], text);
+
+    let requests = server.requests.all();
+    assert_eq!(requests.len(), 4);
+    assert!(requests
+        .iter()
+        .all(|r| r.path == "/v1/messages" && r.header("anthropic-version").is_some()));
+    assert_eq!(requests[1].json()["stream"], true);
+    assert_eq!(
+        requests[3].json()["messages"][2]["content"][0]["type"],
+        "tool_result"
+    );
+}
+
+#[test]
+fn official_openai_sdk_completes_a_tool_round_trip_with_the_openai_mock() {
+    let server = mock();
+    let out = python::run_script(
+        "openai_tools.py",
+        &[&server.url("/v1"), "gpt-4o-mini", "sk-conformance"],
+        Duration::from_secs(120),
+    );
+    let call = json!({"name": "get_weather", "arguments": {"city": "Paris"}, "finish_reason": "tool_calls"});
+    assert_eq!(out["stream_tool"], call);
+    assert_eq!(out["plain_tool"], call);
+    assert_eq!(
+        out["followup_text"],
+        content_pieces(5, None).collect::<String>()
+    );
+    assert!(out["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        out["usage"]["total_tokens"].as_u64().unwrap(),
+        out["usage"]["prompt_tokens"].as_u64().unwrap()
+            + out["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let requests = server.requests.all();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2].json()["messages"][2]["role"], "tool");
 }

@@ -2,9 +2,42 @@
 //! never a panic (the SDK's context methods unwrap, and one panic takes the VM down).
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MetricType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// Reads the plugin configuration (JSON, empty means `{}`) and parses it into per-route rules.
+/// Errors are logged with their JSON path; `None` tells `on_configure` to refuse the config.
+pub fn load_rules<T>(
+    plugin: &str,
+    parse: impl Fn(&serde_json::Map<String, serde_json::Value>) -> Result<T, crate::rules::ConfigError>,
+) -> Option<crate::rules::RuleSet<T>> {
+    let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let json = if raw.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&raw) {
+            Ok(json) => json,
+            Err(err) => {
+                log::error!("{plugin}: configuration is not valid JSON: {err}");
+                return None;
+            }
+        }
+    };
+    match crate::rules::RuleSet::parse(&json, parse) {
+        Ok(rules) => {
+            log::info!("{plugin}: configured with {} rules", rules.rule_count());
+            Some(rules)
+        }
+        Err(err) => {
+            log::error!("{plugin}: invalid configuration: {err}");
+            None
+        }
+    }
+}
 
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
@@ -25,6 +58,34 @@ pub fn property_u64(path: &[&str]) -> Option<u64> {
 /// Sets filter state `wasm.<name>` (readable in access logs as `%FILTER_STATE(wasm.<name>:PLAIN)%`).
 pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), Status> {
     hostcalls::set_property(vec![name], Some(value))
+}
+
+/// A request header (`None` when absent or unreadable).
+pub fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+/// Sets (or with `None` removes) a request header; never adds a second value.
+pub fn set_request_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+}
+
+pub fn set_response_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+/// All response headers in one host call (cheaper than one call per header).
+pub fn response_headers() -> Vec<(String, String)> {
+    hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default()
+}
+
+/// Answers the request from the plugin (status, headers, body).
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    if let Err(err) = hostcalls::send_http_response(status as u32, headers.to_vec(), Some(body)) {
+        log::warn!("could not send a local response: {err:?}");
+    }
 }
 
 /// Milliseconds since the epoch from the proxy's clock.

@@ -2,7 +2,15 @@
 //!
 //! A server runs on its own thread and Tokio runtime, so tests stay synchronous. Every request
 //! is recorded (method, path, headers, body) for assertions on what the gateway sent.
+//!
+//! Wire formats: [`openai`] (Chat Completions, embeddings, models, also under the path prefixes
+//! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments) and [`anthropic`]
+//! (Messages). All of them take the per-request knobs of [`knobs`].
 
+pub mod anthropic;
+pub mod azure;
+pub mod embeddings;
+pub mod knobs;
 pub mod openai;
 
 use bytes::Bytes;
@@ -66,6 +74,28 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::from(serde_json::to_vec(value).expect("json")),
+        }
+    }
+
+    /// A 200 `text/event-stream` answer made of already framed SSE events, each sent after its
+    /// delay; `extra_headers` are added after the stream headers all providers send.
+    pub fn event_stream(extra_headers: &[(&str, &str)], events: Vec<(Duration, Bytes)>) -> Reply {
+        let mut headers: Vec<(String, String)> = vec![
+            (
+                "content-type".into(),
+                "text/event-stream; charset=utf-8".into(),
+            ),
+            ("cache-control".into(), "no-cache".into()),
+        ];
+        headers.extend(
+            extra_headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        Reply::Stream {
+            status: 200,
+            headers,
+            pieces: Box::new(events.into_iter()),
         }
     }
 }

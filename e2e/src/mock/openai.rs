@@ -1,18 +1,22 @@
-//! A mock of the OpenAI API (`/v1/chat/completions`, `/v1/models`), faithful to the wire format
-//! recorded from the real service: bearer auth, error bodies, SSE framing (`data: …\n\n`, role
-//! chunk first, empty-delta finish chunk, `choices: []` usage chunk when
-//! `stream_options.include_usage` is set, `data: [DONE]`).
+//! A mock of the OpenAI API, faithful to the wire format recorded from the real service: bearer
+//! auth, error bodies, SSE framing (`data: …\n\n`, role chunk first, empty-delta finish chunk,
+//! `choices: []` usage chunk when `stream_options.include_usage` is set, `data: [DONE]`).
 //!
-//! Per-request knobs, sent as headers (they pass through the gateway unchanged):
-//! `x-mock-chunks` (content chunks, default 5), `x-mock-delay-ms` (between chunks),
-//! `x-mock-first-delay-ms` (before the first content chunk), `x-mock-chunk-bytes` (size of each
-//! content piece, for large streams), `x-mock-status` (answer this error status).
+//! Endpoints are matched by how the path ends, so the mock also stands in for OpenAI-compatible
+//! services with other prefixes (`/api/paas/v4/chat/completions`, `/compatible-mode/v1/…`):
+//! `POST …/chat/completions`, `POST …/embeddings` (see [`super::embeddings`]), `GET …/models`.
+//! The request is recorded with the path as received.
+//!
+//! Per-request knobs, sent as headers: see [`super::knobs`] (`x-mock-chunks`, default 5).
 
-use super::{Provider, Recorded, Reply};
-use bytes::Bytes;
+pub mod completion;
+
+use super::knobs::Knobs;
+use super::{embeddings, Provider, Recorded, Reply};
+use completion::{sse_events, Completion};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Model names starting with this answer 404 `model_not_found`.
 pub const UNKNOWN_MODEL_PREFIX: &str = "does-not-exist";
@@ -129,18 +133,10 @@ impl OpenAiMock {
     }
 
     fn chat(&self, request: &Recorded) -> Reply {
-        let body: Value = match serde_json::from_slice(&request.body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return error(
-                400,
-                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)",
-                None,
-                None,
-            ),
+        let body = match chat_body(request, true) {
+            Ok(body) => body,
+            Err(reply) => return reply,
         };
-        if let Err(reply) = validate_chat(&body) {
-            return reply;
-        }
         let model = body["model"].as_str().unwrap_or_default().to_string();
         if model.starts_with(UNKNOWN_MODEL_PREFIX) {
             return error(
@@ -150,36 +146,33 @@ impl OpenAiMock {
                 Some("model_not_found"),
             );
         }
-        let knobs = Knobs::from(request, self);
+        let knobs = Knobs::read(request, self.chunks, self.delay, self.first_delay);
         if let Some(status) = knobs.status {
-            return error(
-                status,
-                &format!("mock error with status {status}"),
-                None,
-                Some("mock_error"),
-            );
+            return mock_status_error(status);
         }
-        let messages = body["messages"].as_array().cloned().unwrap_or_default();
-        let answer = Answer::for_request(&body, &knobs);
-        let usage = usage_json(prompt_tokens(&messages), answer.completion_tokens());
         let id = format!(
             "chatcmpl-mock{}",
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let meta = ChunkMeta { id, created, model };
-        if body.get("stream").and_then(Value::as_bool) == Some(true) {
-            let include_usage = body
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                == Some(true);
-            stream_reply(meta, answer, usage, include_usage, knobs)
-        } else {
-            Reply::json(200, &completion_json(&meta, &answer, usage))
+        let completion = Completion::new(&body, id, model, &knobs);
+        if !is_stream(&body) {
+            return Reply::json(200, &completion.json());
         }
+        let chunks = completion.chunks(includes_usage(&body), &knobs);
+        let events = sse_events(chunks.into_iter().map(|c| (c.pause, c.json)));
+        Reply::event_stream(&[("x-request-id", "req_mock")], events)
+    }
+
+    fn embeddings(&self, request: &Recorded) -> Reply {
+        let body = match json_object(request) {
+            Ok(body) => body,
+            Err(reply) => return reply,
+        };
+        let knobs = Knobs::read(request, self.chunks, self.delay, self.first_delay);
+        if let Some(status) = knobs.status {
+            return mock_status_error(status);
+        }
+        embeddings::answer(&body, None)
     }
 
     fn models(&self) -> Reply {
@@ -198,21 +191,63 @@ impl Provider for OpenAiMock {
             return reply;
         }
         let path = request.path.split('?').next().unwrap_or("");
-        match (request.method.as_str(), path) {
-            ("POST", "/v1/chat/completions") => self.chat(request),
-            ("GET", "/v1/models") => self.models(),
-            (method, _) => error(404, &format!("Invalid URL ({method} {path})"), None, None),
+        match request.method.as_str() {
+            "POST" if path.ends_with("/chat/completions") => self.chat(request),
+            "POST" if path.ends_with("/embeddings") => self.embeddings(request),
+            "GET" if path.ends_with("/models") => self.models(),
+            method => error(404, &format!("Invalid URL ({method} {path})"), None, None),
         }
     }
 }
 
+/// The request body as a JSON object, with OpenAI's message when it is not one.
+pub(crate) fn json_object(request: &Recorded) -> Result<Value, Reply> {
+    match serde_json::from_slice(&request.body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(error(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)",
+            None,
+            None,
+        )),
+    }
+}
+
+/// A chat request body that passed OpenAI's checks. Services that take the model from the URL
+/// (Azure deployments) do not require `model`.
+pub(crate) fn chat_body(request: &Recorded, model_required: bool) -> Result<Value, Reply> {
+    let body = json_object(request)?;
+    validate_chat(&body, model_required)?;
+    Ok(body)
+}
+
+pub(crate) fn is_stream(body: &Value) -> bool {
+    body.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+pub(crate) fn includes_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// The error a `x-mock-status` knob asks for.
+fn mock_status_error(status: u16) -> Reply {
+    error(
+        status,
+        &format!("mock error with status {status}"),
+        None,
+        Some("mock_error"),
+    )
+}
+
 /// The request checks OpenAI makes, with its messages.
-fn validate_chat(body: &Value) -> Result<(), Reply> {
+fn validate_chat(body: &Value, model_required: bool) -> Result<(), Reply> {
     match body.get("model") {
-        None | Some(Value::Null) => {
+        None | Some(Value::Null) if model_required => {
             return Err(error(400, "you must provide a model parameter", None, None));
         }
-        Some(Value::String(_)) => {}
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
         Some(other) => return Err(invalid_type("model", "a string", other)),
     }
     match body.get("messages") {
@@ -284,198 +319,4 @@ fn redact(key: &str) -> String {
         "*".repeat(key.len() - 7),
         &key[key.len() - 4..]
     )
-}
-
-struct Knobs {
-    chunks: usize,
-    chunk_bytes: Option<usize>,
-    delay: Duration,
-    first_delay: Duration,
-    status: Option<u16>,
-}
-
-impl Knobs {
-    fn from(request: &Recorded, mock: &OpenAiMock) -> Knobs {
-        let num = |name: &str| {
-            request
-                .header(name)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        Knobs {
-            chunks: num("x-mock-chunks").map_or(mock.chunks, |n| n as usize),
-            chunk_bytes: num("x-mock-chunk-bytes").map(|n| n as usize),
-            delay: num("x-mock-delay-ms").map_or(mock.delay, Duration::from_millis),
-            first_delay: num("x-mock-first-delay-ms")
-                .map_or(mock.first_delay, Duration::from_millis),
-            status: num("x-mock-status").map(|s| s as u16).filter(|s| *s >= 400),
-        }
-    }
-}
-
-/// What the mock answers: text, or a call of the first tool when the last turn is the user's.
-enum Answer {
-    Text { pieces: Vec<String> },
-    ToolCall { name: String, arguments: String },
-}
-
-impl Answer {
-    fn for_request(body: &Value, knobs: &Knobs) -> Answer {
-        let tools = body
-            .get("tools")
-            .and_then(Value::as_array)
-            .filter(|t| !t.is_empty());
-        let last = body["messages"].as_array().and_then(|m| m.last());
-        let last_is_user = last.and_then(|m| m.get("role")).and_then(Value::as_str) == Some("user");
-        let tool_choice_none = body.get("tool_choice").and_then(Value::as_str) == Some("none");
-        if let (Some(tools), true, false) = (tools, last_is_user, tool_choice_none) {
-            let function = &tools[0]["function"];
-            let name = function["name"].as_str().unwrap_or("tool").to_string();
-            let param = function
-                .pointer("/parameters/required/0")
-                .and_then(Value::as_str)
-                .or_else(|| {
-                    function
-                        .pointer("/parameters/properties")
-                        .and_then(Value::as_object)
-                        .and_then(|p| p.keys().next().map(String::as_str))
-                })
-                .unwrap_or("input");
-            let arguments = json!({ param: "Paris" }).to_string();
-            return Answer::ToolCall { name, arguments };
-        }
-        Answer::Text {
-            pieces: content_pieces(knobs.chunks, knobs.chunk_bytes).collect(),
-        }
-    }
-
-    fn completion_tokens(&self) -> u64 {
-        match self {
-            Answer::Text { pieces } => pieces.len() as u64,
-            Answer::ToolCall { arguments, .. } => 5 + arguments.len().div_ceil(4) as u64,
-        }
-    }
-
-    fn finish_reason(&self) -> &'static str {
-        match self {
-            Answer::Text { .. } => "stop",
-            Answer::ToolCall { .. } => "tool_calls",
-        }
-    }
-}
-
-struct ChunkMeta {
-    id: String,
-    created: u64,
-    model: String,
-}
-
-fn usage_json(prompt: u64, completion: u64) -> Value {
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
-    })
-}
-
-fn completion_json(meta: &ChunkMeta, answer: &Answer, usage: Value) -> Value {
-    let message = match answer {
-        Answer::Text { pieces } => json!({
-            "role": "assistant", "content": pieces.concat(), "refusal": null, "annotations": []
-        }),
-        Answer::ToolCall { name, arguments } => json!({
-            "role": "assistant", "content": null, "refusal": null, "annotations": [],
-            "tool_calls": [{"id": "call_mock0", "type": "function", "function": {"name": name, "arguments": arguments}}]
-        }),
-    };
-    json!({
-        "id": meta.id,
-        "object": "chat.completion",
-        "created": meta.created,
-        "model": meta.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason()}],
-        "usage": usage,
-        "service_tier": "default",
-        "system_fingerprint": "fp_mock"
-    })
-}
-
-fn stream_reply(
-    meta: ChunkMeta,
-    answer: Answer,
-    usage: Value,
-    include_usage: bool,
-    knobs: Knobs,
-) -> Reply {
-    let base = move || {
-        let mut chunk = json!({
-            "id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
-            "service_tier": "default", "system_fingerprint": "fp_mock", "choices": [],
-        });
-        if include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk["obfuscation"] = json!("mock");
-        chunk
-    };
-    let frame = |chunk: Value| Bytes::from(format!("data: {chunk}\n\n"));
-    let chunk = |delta: Value, finish: Option<&str>| -> Bytes {
-        let mut chunk = base();
-        chunk["choices"] =
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-        frame(chunk)
-    };
-    let mut deltas: Vec<Value> = Vec::new();
-    match &answer {
-        Answer::Text { pieces } => {
-            deltas.push(json!({"role": "assistant", "content": "", "refusal": null}));
-            deltas.extend(pieces.iter().map(|p| json!({"content": p})));
-        }
-        Answer::ToolCall { name, arguments } => {
-            deltas.push(json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
-                {"index": 0, "id": "call_mock0", "type": "function", "function": {"name": name, "arguments": ""}}]}));
-            let bytes: Vec<char> = arguments.chars().collect();
-            for piece in bytes.chunks(4) {
-                let piece: String = piece.iter().collect();
-                deltas
-                    .push(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}));
-            }
-        }
-    }
-    let finish = answer.finish_reason();
-    let mut pieces: Vec<(Duration, Bytes)> = Vec::new();
-    for (i, delta) in deltas.into_iter().enumerate() {
-        let delay = match i {
-            0 => Duration::ZERO,
-            1 => knobs.first_delay,
-            _ => knobs.delay,
-        };
-        pieces.push((delay, chunk(delta, None)));
-    }
-    pieces.push((knobs.delay, chunk(json!({}), Some(finish))));
-    let usage_chunk = include_usage.then(|| {
-        let mut last = base();
-        last["usage"] = usage;
-        (Duration::ZERO, frame(last))
-    });
-    let iter = pieces
-        .into_iter()
-        .chain(usage_chunk)
-        .chain(std::iter::once((
-            Duration::ZERO,
-            Bytes::from_static(b"data: [DONE]\n\n"),
-        )));
-    Reply::Stream {
-        status: 200,
-        headers: vec![
-            (
-                "content-type".into(),
-                "text/event-stream; charset=utf-8".into(),
-            ),
-            ("cache-control".into(), "no-cache".into()),
-            ("x-request-id".into(), "req_mock".into()),
-        ],
-        pieces: Box::new(iter),
-    }
 }

@@ -13,7 +13,7 @@ use config::Config;
 use meter::{RequestInfo, ResponseMeter};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use record::{Kind, Record};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,40 +33,16 @@ impl Context for StatsRoot {}
 
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let json = if raw.iter().all(u8::is_ascii_whitespace) {
-            serde_json::Value::Null
-        } else {
-            match serde_json::from_slice(&raw) {
-                Ok(json) => json,
-                Err(err) => {
-                    log::error!("ai-statistics: configuration is not valid JSON: {err}");
-                    return false;
-                }
-            }
+        let Some(rules) = host::load_rules("ai-statistics", Config::from_map) else {
+            return false;
         };
-        match RuleSet::parse(&json, Config::from_map) {
-            Ok(rules) => {
-                let max_series = rules
-                    .global()
-                    .map_or(Config::default().max_metric_series, |c| c.max_metric_series);
-                log::info!(
-                    "ai-statistics: configured with {} rules",
-                    rules.rule_count()
-                );
-                self.rules = Some(Rc::new(rules));
-                self.metrics = Some(Rc::new(RefCell::new(Metrics::new(max_series))));
-                let _ = hostcalls::set_tick_period(host::METRICS_FLUSH_PERIOD);
-                true
-            }
-            Err(err) => {
-                log::error!("ai-statistics: invalid configuration: {err}");
-                false
-            }
-        }
+        let max_series = rules
+            .global()
+            .map_or(Config::default().max_metric_series, |c| c.max_metric_series);
+        self.rules = Some(Rc::new(rules));
+        self.metrics = Some(Rc::new(RefCell::new(Metrics::new(max_series))));
+        let _ = hostcalls::set_tick_period(host::METRICS_FLUSH_PERIOD);
+        true
     }
 
     fn on_tick(&mut self) {
@@ -174,7 +150,7 @@ impl HttpContext for StatsStream {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(state) = self.state.as_mut() {
             // One host call for all headers is cheaper than one per header.
-            let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+            let headers = host::response_headers();
             let value = |name: &str| {
                 headers
                     .iter()
@@ -219,9 +195,7 @@ impl HttpContext for StatsStream {
 
 impl StatsStream {
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        host::request_header(name)
     }
 
     /// Writes the log record and the metrics, once per request.

@@ -1,0 +1,1144 @@
+//! ai-proxy through real Envoy: OpenAI and Anthropic clients, OpenAI-style, Azure and Anthropic
+//! providers, as a downstream filter and as an upstream filter picking the provider per attempt.
+
+use e2e::client::{get_with, post_json, post_stream, post_stream_count};
+use e2e::config::{failover_route, provider_cluster, ProviderEndpoint};
+use e2e::mock::openai::content_pieces;
+use e2e::process::rss_bytes;
+use e2e::{Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
+const CLIENT_KEY: &str = "sk-client-should-never-reach-a-provider";
+
+fn openai_provider(extra: Value) -> Value {
+    let mut provider = json!({"type": "openai", "apiTokens": [OPENAI_KEY]});
+    provider
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    provider
+}
+
+/// Envoy with ai-proxy (downstream) in front of one mock cluster.
+fn gateway(config: Value, mock: SocketAddr) -> Envoy {
+    Envoy::start(
+        &Gateway::new()
+            .plugin("ai-proxy", config)
+            .cluster("provider", mock)
+            .to_json(),
+    )
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "What is the capital of France?"}]})
+}
+
+fn streaming(mut body: Value) -> Value {
+    body["stream"] = json!(true);
+    body
+}
+
+fn anthropic_message(model: &str) -> Value {
+    json!({"model": model, "max_tokens": 200, "system": "be brief",
+           "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+}
+
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [
+    ("x-api-key", CLIENT_KEY),
+    ("anthropic-version", "2023-06-01"),
+];
+
+#[test]
+fn openai_client_to_openai_provider_maps_the_model_and_replaces_credentials() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(
+        json!({"provider": openai_provider(json!({"modelMapping": {"gpt-4*": "gpt-4o-mini", "*": ""}}))}),
+        mock.addr,
+    );
+    let mut body = chat("gpt-4-turbo");
+    body["max_tokens"] = json!(50);
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let reply = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &body,
+        &[("authorization", &auth), ("accept-encoding", "gzip")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["model"], "gpt-4o-mini");
+
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
+    assert_eq!(
+        sent.header("accept-encoding"),
+        None,
+        "responses must stay readable"
+    );
+    let sent = sent.json();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(
+        sent["max_completion_tokens"], 50,
+        "OpenAI's reasoning models refuse max_tokens"
+    );
+    assert!(sent.get("max_tokens").is_none());
+
+    // `*` maps to the empty string: the client's model is kept.
+    let reply = post_json(&envoy.url("/v1/chat/completions"), &chat("o3-mini"), &[]);
+    assert_eq!(reply.json()["model"], "o3-mini");
+    assert!(
+        !envoy.log().contains(OPENAI_KEY),
+        "provider keys never reach the logs"
+    );
+}
+
+#[test]
+fn streams_always_carry_usage_upstream_and_the_client_gets_what_it_asked_for() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(json!({"provider": openai_provider(json!({}))}), mock.addr);
+    let url = envoy.url("/v1/chat/completions");
+
+    let plain = post_stream(&url, &streaming(chat("gpt-4o")), &[("x-mock-chunks", "7")]);
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        mock.requests.last().unwrap().json()["stream_options"]["include_usage"],
+        true
+    );
+    assert_eq!(plain.text(), content_pieces(7, None).collect::<String>());
+    assert!(
+        plain
+            .chunks()
+            .iter()
+            .all(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())),
+        "no usage-only chunk"
+    );
+    assert_eq!(plain.data().last().map(String::as_str), Some("[DONE]"));
+
+    let mut asked = streaming(chat("gpt-4o"));
+    asked["stream_options"] = json!({"include_usage": true});
+    let with_usage = post_stream(&url, &asked, &[("x-mock-chunks", "7")]);
+    let last = with_usage.chunks().pop().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 7);
+}
+
+#[test]
+fn metering_between_the_two_edges_sees_usage_the_client_did_not_ask_for() {
+    // The Higress-style chain split in two: the client edge first, ai-statistics in the middle,
+    // the provider edge last. Usage is forced by the first instance and removed by it on the
+    // way back, after ai-statistics has counted it.
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
+            .plugin("ai-statistics", json!({}))
+            .plugin_instance(
+                "ai-proxy",
+                "ai-proxy-provider",
+                json!({"provider": openai_provider(json!({}))}),
+            )
+            .cluster("provider", mock.addr)
+            .to_json(),
+    );
+    let streamed = post_stream(
+        &envoy.url("/v1/chat/completions"),
+        &streaming(chat("gpt-4o")),
+        &[("x-mse-consumer", "metered")],
+    );
+    assert_eq!(streamed.status, 200);
+    assert!(
+        streamed
+            .chunks()
+            .iter()
+            .all(|c| c.get("usage").is_none_or(Value::is_null)),
+        "client did not ask for usage"
+    );
+    let name = "wasmcustom.route.default.upstream.provider.model.gpt-4o.consumer.metered.metric.output_token";
+    envoy.wait_for_stats("tokens of a stream without include_usage", |s| {
+        s.get(name) == Some(&5)
+    });
+}
+
+#[test]
+fn anthropic_client_over_an_openai_provider() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(
+        json!({"provider": openai_provider(json!({"modelMapping": {"claude-*": "gpt-4o-mini"}}))}),
+        mock.addr,
+    );
+    let url = envoy.url("/v1/messages");
+
+    let reply = post_json(
+        &url,
+        &anthropic_message("claude-sonnet-4-5"),
+        &ANTHROPIC_HEADERS,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let message = reply.json();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(
+        message["content"][0]["text"],
+        content_pieces(5, None).collect::<String>()
+    );
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert!(message["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(message["usage"]["output_tokens"], 5);
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(
+        sent.header("x-api-key"),
+        None,
+        "the client's key is not forwarded"
+    );
+    let sent = sent.json();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
+    assert_eq!(sent["max_completion_tokens"], 200);
+
+    let streamed = post_stream(
+        &url,
+        &streaming(anthropic_message("claude-sonnet-4-5")),
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("x-mock-chunks", "4"),
+        ],
+    );
+    assert_eq!(streamed.status, 200);
+    let events = anthropic_events(&streamed.body);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        &["message_delta", "message_stop"]
+    );
+    let text: String = events
+        .iter()
+        .filter_map(|(_, e)| {
+            e.pointer("/delta/text")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, content_pieces(4, None).collect::<String>());
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 4);
+}
+
+#[test]
+fn errors_keep_the_provider_status_in_each_client_shape() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(json!({"provider": openai_provider(json!({}))}), mock.addr);
+    let openai = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &chat("does-not-exist-model"),
+        &[],
+    );
+    assert_eq!(openai.status, 404);
+    assert_eq!(openai.json()["error"]["code"], "model_not_found");
+    assert_eq!(openai.json()["error"]["type"], "invalid_request_error");
+
+    let anthropic = post_json(
+        &envoy.url("/v1/messages"),
+        &anthropic_message("does-not-exist-model"),
+        &ANTHROPIC_HEADERS,
+    );
+    assert_eq!(anthropic.status, 404);
+    assert_eq!(anthropic.json()["type"], "error");
+    assert_eq!(anthropic.json()["error"]["type"], "not_found_error");
+    assert!(anthropic.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does-not-exist-model"));
+
+    let limited = post_json(
+        &envoy.url("/v1/messages"),
+        &anthropic_message("claude"),
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("x-mock-status", "429"),
+        ],
+    );
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["error"]["type"], "rate_limit_error");
+}
+
+#[test]
+fn malformed_requests_are_refused_by_the_gateway_naming_the_field() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(json!({"provider": openai_provider(json!({}))}), mock.addr);
+    let bad = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &json!({"model": "m", "messages": [{"role": "user", "content": 42}]}),
+        &[],
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["param"], "messages[0].content");
+    let not_json = e2e::client::post(
+        &envoy.url("/v1/chat/completions"),
+        "{\"model\":",
+        &[("content-type", "application/json")],
+    );
+    assert_eq!(not_json.status, 400);
+    assert!(not_json.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("request body is not valid JSON"));
+    let anthropic = post_json(
+        &envoy.url("/v1/messages"),
+        &json!({"model": "m", "messages": []}),
+        &ANTHROPIC_HEADERS,
+    );
+    assert_eq!(anthropic.status, 400);
+    assert_eq!(
+        anthropic.json(),
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: field required"}})
+    );
+    assert_eq!(
+        mock.requests.count(),
+        0,
+        "nothing malformed reached the provider"
+    );
+    assert!(envoy.wasm_panics().is_empty(), "{:?}", envoy.wasm_panics());
+}
+
+#[test]
+fn models_are_listed_by_the_gateway() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(
+        json!({"models": ["team-default"], "provider": openai_provider(json!({"models": ["gpt-4o"], "modelMapping": {"fast": "gpt-4o-mini", "gpt-*": ""}}))}),
+        mock.addr,
+    );
+    let reply = get_with(&envoy.url("/v1/models"), &[]);
+    assert_eq!(reply.status, 200);
+    let ids: Vec<String> = reply.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["team-default", "gpt-4o", "fast"]);
+    assert_eq!(mock.requests.count(), 0);
+}
+
+/// Events of an Anthropic SSE body as (type, data).
+fn anthropic_events(body: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let kind = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("")
+                .to_string();
+            let data = e
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("null");
+            (
+                kind,
+                serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn upstream_filter_takes_provider_and_model_from_the_endpoint_for_each_attempt() {
+    let backup = MockServer::start(OpenAiMock::with_key("sk-backup-key-0123"));
+    // Priority 0 refuses connections; Envoy retries on priority 1, whose ai-proxy attempt uses
+    // the backup's key and the model its endpoint metadata names.
+    let closed = free_closed_port();
+    let config = json!({"providers": [
+        {"id": "primary", "type": "openai", "apiTokens": ["sk-primary-key-0123"]},
+        {"id": "backup", "type": "deepseek", "apiTokens": ["sk-backup-key-0123"]}
+    ]});
+    let cluster = provider_cluster(
+        "llm",
+        &[
+            ProviderEndpoint::new(closed, "primary"),
+            ProviderEndpoint::new(backup.addr, "backup").model("deepseek-chat"),
+        ],
+        vec![e2e::config::wasm_filter("ai-proxy", &config)],
+    );
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .raw_route(failover_route("chat", "/", "llm", &[429]))
+            .raw_cluster(cluster)
+            .to_json(),
+    );
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let reply = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[("authorization", &auth)],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let sent = backup.requests.last().unwrap();
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk-backup-key-0123")
+    );
+    assert_eq!(sent.header("host"), Some("api.deepseek.com"));
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(sent.json()["model"], "deepseek-chat");
+    assert!(sent.json().get("max_completion_tokens").is_none());
+
+    let streamed = post_stream(
+        &envoy.url("/v1/chat/completions"),
+        &streaming(chat("gpt-4o")),
+        &[],
+    );
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), content_pieces(5, None).collect::<String>());
+}
+
+#[test]
+fn a_refused_key_is_set_aside_and_the_request_succeeds_with_the_next() {
+    let mock = MockServer::start(OpenAiMock::with_key("sk-good-key-0123456"));
+    let config = json!({"provider": {"id": "openai", "type": "openai", "apiTokens": ["sk-bad-key-0123456", "sk-good-key-0123456"]}});
+    let cluster = provider_cluster(
+        "llm",
+        &[ProviderEndpoint::new(mock.addr, "openai")],
+        vec![e2e::config::wasm_filter("ai-proxy", &config)],
+    );
+    let envoy = Envoy::start_with(
+        &Gateway::new()
+            .raw_route(failover_route("chat", "/", "llm", &[401, 403, 429]))
+            .raw_cluster(cluster)
+            .to_json(),
+        &EnvoyOptions {
+            concurrency: 1,
+            ..Default::default()
+        },
+    );
+    let url = envoy.url("/v1/chat/completions");
+    for i in 0..4 {
+        let reply = post_json(&url, &chat("gpt-4o"), &[]);
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+    }
+    let keys: Vec<String> = mock
+        .requests
+        .all()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        keys[0], "Bearer sk-bad-key-0123456",
+        "round-robin starts with the first key"
+    );
+    assert!(
+        keys[1..].iter().all(|k| k == "Bearer sk-good-key-0123456"),
+        "the refused key rests: {keys:?}"
+    );
+    assert_eq!(keys.len(), 5);
+}
+
+#[test]
+fn concurrent_translated_streams_never_mix() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = gateway(json!({"provider": openai_provider(json!({}))}), mock.addr);
+    let url = envoy.url("/v1/messages");
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let chunks = (3 + i).to_string();
+                let streamed = post_stream(
+                    &url,
+                    &streaming(anthropic_message("claude")),
+                    &[
+                        ANTHROPIC_HEADERS[0],
+                        ANTHROPIC_HEADERS[1],
+                        ("x-mock-chunks", &chunks),
+                        ("x-mock-delay-ms", "5"),
+                    ],
+                );
+                let text: String = anthropic_events(&streamed.body)
+                    .iter()
+                    .filter_map(|(_, e)| {
+                        e.pointer("/delta/text")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .collect();
+                (i, text)
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (i, text) = handle.join().unwrap();
+        assert_eq!(
+            text,
+            content_pieces(3 + i, None).collect::<String>(),
+            "stream {i}"
+        );
+    }
+}
+
+#[test]
+fn a_twenty_megabyte_translated_stream_keeps_envoy_memory_bounded() {
+    let mock = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let envoy = Envoy::start_with(
+        &Gateway::new()
+            .plugin("ai-proxy", json!({"provider": openai_provider(json!({}))}))
+            .cluster("provider", mock.addr)
+            .to_json(),
+        &EnvoyOptions {
+            concurrency: 1,
+            ..Default::default()
+        },
+    );
+    let url = envoy.url("/v1/messages");
+    let headers = |chunks: &'static str| {
+        [
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("x-mock-chunks", chunks),
+            ("x-mock-chunk-bytes", "1000"),
+        ]
+    };
+    let (warm, _) = post_stream_count(
+        &url,
+        &streaming(anthropic_message("claude")),
+        &headers("200"),
+    );
+    assert_eq!(warm.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = envoy.rss_bytes();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, pid) = (peak.clone(), done.clone(), envoy.pid());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_bytes(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let (streamed, bytes) = post_stream_count(
+        &url,
+        &streaming(anthropic_message("claude")),
+        &headers("20000"),
+    );
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(streamed.status, 200);
+    assert!(bytes > 20_000_000, "streamed {bytes} bytes");
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    println!(
+        "20 MB translated stream: {bytes} bytes to the client, Envoy RSS growth {} KiB",
+        growth >> 10
+    );
+    assert!(growth < 16 << 20, "Envoy RSS grew by {} MiB", growth >> 20);
+}
+
+/// A loopback port nothing listens on.
+fn free_closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
+
+fn claude_provider() -> Value {
+    json!({"provider": {"type": "claude", "apiTokens": [ANTHROPIC_KEY], "modelMapping": {"*": "claude-sonnet-4-5"}}})
+}
+
+#[test]
+fn openai_client_over_an_anthropic_provider() {
+    let mock = MockServer::start(e2e::AnthropicMock::with_key(ANTHROPIC_KEY));
+    let envoy = gateway(claude_provider(), mock.addr);
+    let url = envoy.url("/v1/chat/completions");
+    let auth = format!("Bearer {CLIENT_KEY}");
+
+    let reply = post_json(&url, &chat("gpt-4o"), &[("authorization", &auth)]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let completion = reply.json();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        content_pieces(5, None).collect::<String>()
+    );
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    assert_eq!(completion["usage"]["completion_tokens"], 5);
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.header("x-api-key"), Some(ANTHROPIC_KEY));
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        sent.header("authorization"),
+        None,
+        "the client's key is not forwarded"
+    );
+    let sent = sent.json();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert_eq!(sent["system"], "be brief");
+    assert_eq!(sent["max_tokens"], 4096);
+
+    let mut asked = streaming(chat("gpt-4o"));
+    asked["stream_options"] = json!({"include_usage": true});
+    let streamed = post_stream(&url, &asked, &[("x-mock-chunks", "6")]);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), content_pieces(6, None).collect::<String>());
+    let chunks = streamed.chunks();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 6);
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+
+    // Tools: the call and its streamed arguments.
+    let mut with_tools = chat("gpt-4o");
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let reply = post_json(&url, &with_tools, &[]);
+    let call = &reply.json()["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(reply.json()["choices"][0]["finish_reason"], "tool_calls");
+    let streamed = post_stream(&url, &streaming(with_tools), &[]);
+    let arguments: String = streamed
+        .chunks()
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/tool_calls/0/function/arguments")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).unwrap(),
+        json!({"city": "Paris"})
+    );
+
+    let missing = post_json(&url, &chat("does-not-exist-claude"), &[]);
+    assert_eq!(
+        missing.status, 200,
+        "the mapping sends every model to claude-sonnet-4-5"
+    );
+    let unmapped = gateway(
+        json!({"provider": {"type": "claude", "apiTokens": [ANTHROPIC_KEY]}}),
+        mock.addr,
+    );
+    let missing = post_json(
+        &unmapped.url("/v1/chat/completions"),
+        &chat("does-not-exist-claude"),
+        &[],
+    );
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["type"], "not_found_error");
+    assert!(missing.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does-not-exist-claude"));
+}
+
+#[test]
+fn anthropic_client_over_an_anthropic_provider_is_passed_through() {
+    let mock = MockServer::start(e2e::AnthropicMock::with_key(ANTHROPIC_KEY));
+    let envoy = gateway(claude_provider(), mock.addr);
+    let mut message = anthropic_message("claude-opus");
+    // Fields only Anthropic knows survive untouched.
+    message["messages"][0]["content"] = json!([{"type": "text", "text": "What is the capital of France?", "cache_control": {"type": "ephemeral"}}]);
+    let reply = post_json(&envoy.url("/v1/messages"), &message, &ANTHROPIC_HEADERS);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "message");
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(sent.header("x-api-key"), Some(ANTHROPIC_KEY));
+    let mut expected = message.clone();
+    expected["model"] = json!("claude-sonnet-4-5");
+    assert_eq!(sent.json(), expected);
+
+    let streamed = post_stream(
+        &envoy.url("/v1/messages"),
+        &streaming(anthropic_message("claude-opus")),
+        &ANTHROPIC_HEADERS,
+    );
+    let kinds: Vec<String> = anthropic_events(&streamed.body)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("message_start"));
+    assert_eq!(kinds.last().map(String::as_str), Some("message_stop"));
+}
+
+#[test]
+fn azure_deployments_and_filter_chunks() {
+    let mock = MockServer::start(e2e::AzureMock::with_key("azure-key-0123456789"));
+    let envoy = gateway(
+        json!({"provider": {"type": "azure", "apiTokens": ["azure-key-0123456789"],
+            "azureServiceUrl": "https://myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"}}),
+        mock.addr,
+    );
+    let url = envoy.url("/v1/chat/completions");
+    let reply = post_json(&url, &chat("gpt-4o"), &[("authorization", "Bearer client")]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(
+        sent.path,
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(sent.header("api-key"), Some("azure-key-0123456789"));
+    assert_eq!(sent.header("authorization"), None);
+
+    let streamed = post_stream(&url, &streaming(chat("gpt-4o")), &[]);
+    assert_eq!(streamed.status, 200);
+    let chunks = streamed.chunks();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())),
+        "no filter-only or usage-only chunks: {chunks:#?}"
+    );
+    assert!(chunks
+        .iter()
+        .all(|c| c["choices"][0].get("delta").is_some()));
+    assert_eq!(streamed.text(), content_pieces(5, None).collect::<String>());
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+
+    // Without a deployment in the service URL, the (mapped) model names it.
+    let by_model = gateway(
+        json!({"provider": {"type": "azure", "apiTokens": ["azure-key-0123456789"], "azureServiceUrl": "https://myres.openai.azure.com/?api-version=2024-10-21"}}),
+        mock.addr,
+    );
+    let embeddings = post_json(
+        &by_model.url("/v1/embeddings"),
+        &json!({"model": "text-embedding-3-small", "input": "hello"}),
+        &[],
+    );
+    assert_eq!(embeddings.status, 200, "{}", embeddings.text());
+    assert_eq!(
+        mock.requests.last().unwrap().path,
+        "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+    );
+    let unknown = post_json(
+        &by_model.url("/v1/chat/completions"),
+        &chat("no-such-deployment"),
+        &[],
+    );
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["code"], "DeploymentNotFound");
+}
+
+#[test]
+fn every_openai_compatible_provider_is_addressed_as_documented() {
+    // (type, extra provider keys, host, chat path, auth header sent, stream_options forwarded)
+    let table: &[(&str, Value, &str, &str, Option<&str>, bool)] = &[
+        (
+            "openai",
+            json!({}),
+            "api.openai.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "deepseek",
+            json!({}),
+            "api.deepseek.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "qwen",
+            json!({}),
+            "dashscope.aliyuncs.com",
+            "/compatible-mode/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "moonshot",
+            json!({}),
+            "api.moonshot.cn",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "zhipuai",
+            json!({}),
+            "open.bigmodel.cn",
+            "/api/paas/v4/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "baichuan",
+            json!({}),
+            "api.baichuan-ai.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "yi",
+            json!({}),
+            "api.lingyiwanwu.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "minimax",
+            json!({}),
+            "api.minimax.chat",
+            "/v1/text/chatcompletion_v2",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "doubao",
+            json!({}),
+            "ark.cn-beijing.volces.com",
+            "/api/v3/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "hunyuan",
+            json!({}),
+            "api.hunyuan.cloud.tencent.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "stepfun",
+            json!({}),
+            "api.stepfun.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "spark",
+            json!({}),
+            "spark-api-open.xf-yun.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "siliconflow",
+            json!({}),
+            "api.siliconflow.cn",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "mistral",
+            json!({}),
+            "api.mistral.ai",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "groq",
+            json!({}),
+            "api.groq.com",
+            "/openai/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "grok",
+            json!({}),
+            "api.x.ai",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "together-ai",
+            json!({}),
+            "api.together.xyz",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "fireworks",
+            json!({}),
+            "api.fireworks.ai",
+            "/inference/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "openrouter",
+            json!({}),
+            "openrouter.ai",
+            "/api/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "perplexity",
+            json!({}),
+            "api.perplexity.ai",
+            "/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "github",
+            json!({}),
+            "models.github.ai",
+            "/inference/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "cloudflare",
+            json!({"cloudflareAccountId": "acc123"}),
+            "api.cloudflare.com",
+            "/client/v4/accounts/acc123/ai/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "vllm",
+            json!({"providerDomain": "vllm.internal:8000"}),
+            "vllm.internal:8000",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "ollama",
+            json!({}),
+            "localhost:11434",
+            "/v1/chat/completions",
+            None,
+            true,
+        ),
+        (
+            "lmstudio",
+            json!({}),
+            "localhost:1234",
+            "/v1/chat/completions",
+            None,
+            true,
+        ),
+        (
+            "ai360",
+            json!({}),
+            "api.360.cn",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "generic",
+            json!({"openaiCustomUrl": "http://llm.internal/api/v2/chat/completions"}),
+            "llm.internal",
+            "/api/v2/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+    ];
+    // As an upstream filter ai-proxy sets the provider's host too. One cluster per provider
+    // type, all on the mock; their filters share one VM (same plugin, same config).
+    let mock = MockServer::start(OpenAiMock::default());
+    let providers: Vec<Value> = table
+        .iter()
+        .map(|(kind, extra, ..)| {
+            let mut provider =
+                json!({"id": kind, "type": kind, "apiTokens": [format!("key-for-{kind}")]});
+            provider
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            provider
+        })
+        .collect();
+    let filter = e2e::config::wasm_filter("ai-proxy", &json!({"providers": providers}));
+    let mut gateway = Gateway::new();
+    for (kind, ..) in table {
+        let cluster = format!("c-{kind}");
+        gateway = gateway
+            .raw_cluster(provider_cluster(&cluster, &[ProviderEndpoint::new(mock.addr, kind)], vec![filter.clone()]))
+            .raw_route(json!({"name": kind, "match": {"prefix": "/", "headers": [{"name": "x-provider", "string_match": {"exact": kind}}]},
+                              "route": {"cluster": cluster, "timeout": "30s"}}));
+    }
+    let envoy = Envoy::start(&gateway.to_json());
+    for (kind, _, host, path, auth, stream_options) in table {
+        let reply = post_stream(
+            &envoy.url("/v1/chat/completions"),
+            &streaming(chat("m")),
+            &[("authorization", "Bearer client"), ("x-provider", kind)],
+        );
+        let sent = mock.requests.last().unwrap_or_else(|| {
+            panic!(
+                "{kind}: nothing reached the provider: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            )
+        });
+        assert_eq!(sent.path, *path, "{kind}");
+        assert_eq!(sent.header("host"), Some(*host), "{kind}");
+        match auth {
+            Some(_) => assert_eq!(
+                sent.header("authorization"),
+                Some(format!("Bearer key-for-{kind}").as_str()),
+                "{kind}"
+            ),
+            None => assert_eq!(
+                sent.header("authorization"),
+                None,
+                "{kind}: a local server gets no key"
+            ),
+        }
+        assert_eq!(
+            sent.json().get("stream_options").is_some(),
+            *stream_options,
+            "{kind}"
+        );
+        mock.requests.clear();
+    }
+    // Embeddings go to each provider's embeddings path.
+    let reply = post_json(
+        &envoy.url("/v1/embeddings"),
+        &json!({"model": "text-embedding-v3", "input": "hi"}),
+        &[("x-provider", "qwen")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        mock.requests.last().unwrap().path,
+        "/compatible-mode/v1/embeddings"
+    );
+    let refused = post_json(
+        &envoy.url("/v1/embeddings"),
+        &json!({"model": "x", "input": "hi"}),
+        &[("x-provider", "deepseek")],
+    );
+    assert_eq!(refused.status, 400);
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no embeddings API"));
+}
+
+/// The topology DESIGN recommends: ai-proxy as the client edge first in the chain, and as the
+/// provider edge on each route's cluster (upstream filter). Two routes, one per provider
+/// format, so each official SDK runs against both.
+struct SdkGateway {
+    envoy: Envoy,
+    _openai: MockServer,
+    _anthropic: MockServer,
+}
+
+fn sdk_gateway() -> &'static SdkGateway {
+    static GATEWAY: std::sync::OnceLock<SdkGateway> = std::sync::OnceLock::new();
+    GATEWAY.get_or_init(|| {
+        let openai = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+        let anthropic = MockServer::start(e2e::AnthropicMock::with_key(ANTHROPIC_KEY));
+        let providers = json!({"providers": [
+            {"id": "openai", "type": "openai", "apiTokens": [OPENAI_KEY], "modelMapping": {"*": "gpt-4o-mini"}},
+            {"id": "claude", "type": "claude", "apiTokens": [ANTHROPIC_KEY], "modelMapping": {"*": "claude-sonnet-4-5"}}
+        ]});
+        let edge = e2e::config::wasm_filter("ai-proxy", &providers);
+        let envoy = Envoy::start(
+            &Gateway::new()
+                .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
+                .route("openai-backed", "/openai-backed/", "openai-backed")
+                .route("anthropic-backed", "/anthropic-backed/", "anthropic-backed")
+                .raw_cluster(provider_cluster("openai-backed", &[ProviderEndpoint::new(openai.addr, "openai")], vec![edge.clone()]))
+                .raw_cluster(provider_cluster("anthropic-backed", &[ProviderEndpoint::new(anthropic.addr, "claude")], vec![edge]))
+                .to_json(),
+        );
+        SdkGateway { envoy, _openai: openai, _anthropic: anthropic }
+    })
+}
+
+#[test]
+fn official_openai_sdk_streaming_and_tools_over_both_provider_formats() {
+    let gateway = sdk_gateway();
+    let _report = gateway.envoy.report_on_failure();
+    for backend in ["openai-backed", "anthropic-backed"] {
+        let base = gateway.envoy.url(&format!("/{backend}/v1"));
+        let chat = e2e::python::run_script(
+            "openai_chat.py",
+            &[&base, "gpt-4o", CLIENT_KEY],
+            Duration::from_secs(120),
+        );
+        let text = content_pieces(5, None).collect::<String>();
+        assert_eq!(chat["plain"]["text"], text.as_str(), "{backend}");
+        assert_eq!(chat["plain"]["finish_reason"], "stop", "{backend}");
+        assert_eq!(chat["stream"]["text"], text.as_str(), "{backend}");
+        assert!(
+            chat["stream"]["usage"]["total_tokens"].as_u64().unwrap() > 0,
+            "{backend}"
+        );
+
+        let tools = e2e::python::run_script(
+            "openai_tools.py",
+            &[&base, "gpt-4o", CLIENT_KEY],
+            Duration::from_secs(120),
+        );
+        let call = json!({"name": "get_weather", "arguments": {"city": "Paris"}, "finish_reason": "tool_calls"});
+        assert_eq!(tools["stream_tool"], call, "{backend}");
+        assert_eq!(tools["plain_tool"], call, "{backend}");
+        assert_eq!(tools["followup_text"], text.as_str(), "{backend}");
+    }
+}
+
+#[test]
+fn official_anthropic_sdk_streaming_and_tools_over_both_provider_formats() {
+    let gateway = sdk_gateway();
+    let _report = gateway.envoy.report_on_failure();
+    for backend in ["openai-backed", "anthropic-backed"] {
+        let base = gateway.envoy.url(&format!("/{backend}"));
+        let out = e2e::python::run_script(
+            "anthropic_chat.py",
+            &[&base, "claude-haiku-4-5", CLIENT_KEY],
+            Duration::from_secs(120),
+        );
+        let text = content_pieces(5, None).collect::<String>();
+        assert_eq!(out["plain"]["text"], text.as_str(), "{backend}");
+        assert_eq!(out["plain"]["stop_reason"], "end_turn", "{backend}");
+        assert_eq!(out["plain"]["usage"]["output_tokens"], 5, "{backend}");
+        assert_eq!(out["stream"]["text"], text.as_str(), "{backend}");
+        assert_eq!(out["stream"]["stop_reason"], "end_turn", "{backend}");
+        assert_eq!(out["stream"]["usage"]["output_tokens"], 5, "{backend}");
+        assert!(
+            out["stream"]["usage"]["input_tokens"].as_u64().unwrap() > 0,
+            "{backend}: input tokens reach the client"
+        );
+        assert_eq!(out["tools"]["tool_name"], "get_weather", "{backend}");
+        assert_eq!(
+            out["tools"]["tool_input"],
+            json!({"city": "Paris"}),
+            "{backend}"
+        );
+        assert_eq!(out["tools"]["stop_reason"], "tool_use", "{backend}");
+        assert_eq!(out["tools"]["followup_text"], text.as_str(), "{backend}");
+    }
+}

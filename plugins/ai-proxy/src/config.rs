@@ -1,0 +1,500 @@
+//! ai-proxy configuration, in Higress's key names where they exist.
+//!
+//! ```json
+//! {"provider": {"type": "openai", "apiTokens": ["sk-…"], "modelMapping": {"*": "gpt-4o-mini"}}}
+//! {"providers": [{"id": "a", "type": "claude", …}, {"id": "b", "type": "qwen", …}], "activeProviderId": "a"}
+//! ```
+//!
+//! With no provider at all the plugin is only the client-facing edge: it turns Anthropic
+//! requests into the canonical (OpenAI) format and answers back in Anthropic's, and lets the
+//! provider edge further down (another ai-proxy, e.g. as an upstream filter) pick the provider.
+
+use crate::keys::KeyRing;
+use crate::mapping::ModelMapping;
+use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
+use aigw_shared::body::DEFAULT_BODY_LIMIT;
+use aigw_shared::rules::ConfigError;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::rc::Rc;
+
+#[derive(Debug)]
+pub struct Config {
+    pub providers: Vec<Rc<Provider>>,
+    /// The provider used when the upstream endpoint does not name one.
+    pub active: Option<Rc<Provider>>,
+    /// Served by `GET /v1/models`, with the providers' own lists.
+    pub models: Vec<String>,
+    /// Endpoint metadata namespace naming each attempt's provider (`provider`) and model (`model`).
+    pub metadata_namespace: String,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub id: String,
+    pub kind: &'static ProviderType,
+    pub keys: KeyRing,
+    pub mapping: ModelMapping,
+    /// `:authority` sent to the provider.
+    pub authority: String,
+    /// Path prefix for `/chat/completions`, `/embeddings`, `/models`.
+    pub base_path: String,
+    /// Query string appended to every path (Azure's `api-version=…`).
+    pub query: String,
+    /// Azure: a deployment fixed by `azureServiceUrl` (else the mapped model names it).
+    pub deployment: Option<String>,
+    pub auth: Auth,
+    /// Custom auth header name (`authHeaderKey`).
+    pub auth_header: Option<String>,
+    pub claude_version: String,
+    /// Anthropic requires `max_tokens`; used when the client gave none.
+    pub default_max_tokens: u64,
+    pub models: Vec<String>,
+    /// Seconds a refused key is set aside.
+    pub key_cooldown_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    provider: Option<Value>,
+    providers: Option<Vec<Value>>,
+    active_provider_id: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    metadata_namespace: Option<String>,
+    max_request_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProvider {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    api_tokens: Vec<String>,
+    #[serde(default)]
+    model_mapping: Map<String, Value>,
+    provider_domain: Option<String>,
+    base_path: Option<String>,
+    openai_custom_url: Option<String>,
+    azure_service_url: Option<String>,
+    auth_header_key: Option<String>,
+    claude_version: Option<String>,
+    default_max_tokens: Option<u64>,
+    cloudflare_account_id: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    api_token_cooldown: Option<u64>,
+    // Higress keys whose job Envoy does here (route timeouts, retries, health checks): accepted
+    // so that Higress configs load, and otherwise unused.
+    #[serde(rename = "timeout")]
+    _timeout: Option<Value>,
+    #[serde(rename = "failover")]
+    _failover: Option<Value>,
+    #[serde(rename = "retryOnFailure")]
+    _retry_on_failure: Option<Value>,
+    #[serde(rename = "protocol")]
+    _protocol: Option<Value>,
+}
+
+/// The error of a `serde` parse, with the JSON path of the offending key.
+fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
+    })
+}
+
+impl Config {
+    pub fn from_map(map: &Map<String, Value>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse(Value::Object(map.clone()))?;
+        let mut providers = Vec::new();
+        if let Some(provider) = raw.provider {
+            providers.push(Rc::new(
+                Provider::parse(provider).map_err(|e| e.under("provider"))?,
+            ));
+        }
+        for (i, provider) in raw.providers.unwrap_or_default().into_iter().enumerate() {
+            let provider =
+                Provider::parse(provider).map_err(|e| e.under(&format!("providers[{i}]")))?;
+            if providers.iter().any(|p: &Rc<Provider>| p.id == provider.id) {
+                return Err(ConfigError::new(
+                    format!("providers[{i}].id"),
+                    format!("duplicate id {:?}", provider.id),
+                ));
+            }
+            providers.push(Rc::new(provider));
+        }
+        let active =
+            match &raw.active_provider_id {
+                Some(id) => Some(providers.iter().find(|p| &p.id == id).cloned().ok_or_else(
+                    || ConfigError::new("activeProviderId", format!("no provider has id {id:?}")),
+                )?),
+                None if providers.len() == 1 => providers.first().cloned(),
+                None => None,
+            };
+        Ok(Config {
+            providers,
+            active,
+            models: raw.models,
+            metadata_namespace: raw.metadata_namespace.unwrap_or_else(|| "aigw".into()),
+            max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+        })
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&Rc<Provider>> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    /// Does this instance translate towards providers (else it is only the client edge)?
+    pub fn has_providers(&self) -> bool {
+        !self.providers.is_empty()
+    }
+
+    /// Model ids for `GET /v1/models`: configured lists and exact mapping keys, deduplicated.
+    pub fn model_ids(&self) -> Vec<(String, &'static str)> {
+        let mut ids: Vec<(String, &'static str)> = Vec::new();
+        let mut push = |id: &str, owner: &'static str| {
+            if !id.is_empty() && !ids.iter().any(|(known, _)| known == id) {
+                ids.push((id.to_string(), owner));
+            }
+        };
+        for id in &self.models {
+            push(id, "gateway");
+        }
+        for p in &self.providers {
+            p.models.iter().for_each(|id| push(id, p.kind.name));
+            let mut exact: Vec<&str> = p.mapping.exact_names().collect();
+            exact.sort_unstable();
+            exact.into_iter().for_each(|id| push(id, p.kind.name));
+        }
+        ids
+    }
+}
+
+impl Provider {
+    fn parse(value: Value) -> Result<Provider, ConfigError> {
+        let raw: RawProvider = parse(value)?;
+        let kind = provider_type(&raw.kind).ok_or_else(|| {
+            ConfigError::new(
+                "type",
+                format!(
+                    "unknown provider type {:?}; known: {}",
+                    raw.kind,
+                    type_names()
+                ),
+            )
+        })?;
+        let mapping =
+            ModelMapping::parse(&raw.model_mapping).map_err(|e| e.under("modelMapping"))?;
+        if raw
+            .api_tokens
+            .iter()
+            .any(|t| t.trim().is_empty() || t.contains(['\r', '\n']))
+        {
+            return Err(ConfigError::new(
+                "apiTokens",
+                "keys must be non-empty single-line strings",
+            ));
+        }
+        if raw.api_tokens.is_empty() && kind.auth != Auth::None && raw.auth_header_key.is_none() {
+            return Err(ConfigError::new(
+                "apiTokens",
+                format!("provider type {} needs at least one key", kind.name),
+            ));
+        }
+        let mut authority = kind.host.to_string();
+        let mut base_path = raw
+            .base_path
+            .clone()
+            .unwrap_or_else(|| kind.base_path.to_string());
+        let mut query = String::new();
+        let mut deployment = None;
+        if let Some(url) = &raw.openai_custom_url {
+            let (host, path, _) =
+                split_url(url).map_err(|e| ConfigError::new("openaiCustomUrl", e))?;
+            authority = host;
+            base_path = path
+                .strip_suffix("/chat/completions")
+                .unwrap_or(&path)
+                .trim_end_matches('/')
+                .to_string();
+        }
+        if kind.wire == WireFormat::Azure {
+            let url = raw
+                .azure_service_url
+                .as_deref()
+                .ok_or_else(|| ConfigError::new("azureServiceUrl", "is required for type azure"))?;
+            let (host, path, url_query) =
+                split_url(url).map_err(|e| ConfigError::new("azureServiceUrl", e))?;
+            authority = host;
+            deployment = path
+                .split("/deployments/")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|d| !d.is_empty())
+                .map(str::to_string);
+            let version = url_query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("api-version="))
+                .unwrap_or("2024-10-21");
+            query = format!("api-version={version}");
+        }
+        if let Some(account) = &raw.cloudflare_account_id {
+            base_path = base_path.replace("{account}", account);
+        }
+        if base_path.contains("{account}") {
+            return Err(ConfigError::new(
+                "cloudflareAccountId",
+                "is required for type cloudflare",
+            ));
+        }
+        if let Some(domain) = raw.provider_domain {
+            authority = domain;
+        }
+        if authority.is_empty() {
+            return Err(ConfigError::new(
+                "providerDomain",
+                format!("provider type {} has no default address: set providerDomain or openaiCustomUrl", kind.name),
+            ));
+        }
+        Ok(Provider {
+            id: raw.id.unwrap_or_else(|| kind.name.to_string()),
+            kind,
+            keys: KeyRing::new(raw.api_tokens),
+            mapping,
+            authority,
+            base_path,
+            query,
+            deployment,
+            auth: kind.auth,
+            auth_header: raw.auth_header_key.map(|h| h.to_ascii_lowercase()),
+            claude_version: raw.claude_version.unwrap_or_else(|| "2023-06-01".into()),
+            default_max_tokens: raw.default_max_tokens.unwrap_or(4096),
+            models: raw.models,
+            key_cooldown_seconds: raw.api_token_cooldown.unwrap_or(60),
+        })
+    }
+
+    /// The path for an API, with the provider's prefix and query.
+    pub fn path(&self, suffix: &str, model: &str) -> String {
+        let path = match (self.kind.wire, suffix) {
+            (WireFormat::Azure, _) => {
+                let deployment = self.deployment.as_deref().unwrap_or(model);
+                format!("/openai/deployments/{deployment}{suffix}")
+            }
+            (_, "/chat/completions")
+                if self.kind.chat_path.is_some() && self.base_path == self.kind.base_path =>
+            {
+                self.kind.chat_path.unwrap_or_default().to_string()
+            }
+            _ => format!("{}{suffix}", self.base_path),
+        };
+        if self.query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", self.query)
+        }
+    }
+
+    /// The header and value carrying key `key`.
+    pub fn auth_header(&self, key: &str) -> Option<(String, String)> {
+        if let Some(name) = &self.auth_header {
+            let value = if name == "authorization" {
+                format!("Bearer {key}")
+            } else {
+                key.to_string()
+            };
+            return Some((name.clone(), value));
+        }
+        match self.auth {
+            Auth::Bearer => Some(("authorization".into(), format!("Bearer {key}"))),
+            Auth::Header(name) => Some((name.to_string(), key.to_string())),
+            Auth::None => None,
+        }
+    }
+}
+
+/// `scheme://host[:port]/path?query` → (host[:port], path, query).
+fn split_url(url: &str) -> Result<(String, String, String), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an http(s) URL"))?;
+    let (authority, path_query) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    Ok((authority.to_string(), path.to_string(), query.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(v: Value) -> Result<Config, ConfigError> {
+        Config::from_map(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn single_provider_is_active() {
+        let c = config(json!({"provider": {"type": "openai", "apiTokens": ["sk-1"]}})).unwrap();
+        let p = c.active.as_ref().unwrap();
+        assert_eq!(
+            (p.id.as_str(), p.authority.as_str()),
+            ("openai", "api.openai.com")
+        );
+        assert_eq!(p.path("/chat/completions", "m"), "/v1/chat/completions");
+        assert_eq!(
+            p.auth_header("sk-1"),
+            Some(("authorization".into(), "Bearer sk-1".into()))
+        );
+    }
+
+    #[test]
+    fn table_paths() {
+        let path = |t: &str, extra: Value| {
+            let mut p = json!({"type": t, "apiTokens": ["k"]});
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let c = config(json!({"provider": p})).unwrap();
+            let p = c.active.unwrap();
+            (p.authority.clone(), p.path("/chat/completions", "m"))
+        };
+        assert_eq!(
+            path("zhipuai", json!({})),
+            (
+                "open.bigmodel.cn".into(),
+                "/api/paas/v4/chat/completions".into()
+            )
+        );
+        assert_eq!(path("groq", json!({})).1, "/openai/v1/chat/completions");
+        assert_eq!(path("minimax", json!({})).1, "/v1/text/chatcompletion_v2");
+        assert_eq!(path("perplexity", json!({})).1, "/chat/completions");
+        assert_eq!(
+            path("claude", json!({})),
+            ("api.anthropic.com".into(), "/v1/messages".into())
+        );
+        assert_eq!(
+            path("cloudflare", json!({"cloudflareAccountId": "acc"})).1,
+            "/client/v4/accounts/acc/ai/v1/chat/completions"
+        );
+        assert_eq!(
+            path(
+                "generic",
+                json!({"openaiCustomUrl": "http://llm.internal:8000/api/v1/chat/completions"})
+            ),
+            (
+                "llm.internal:8000".into(),
+                "/api/v1/chat/completions".into()
+            )
+        );
+        assert_eq!(
+            path(
+                "qwen",
+                json!({"providerDomain": "dashscope-intl.aliyuncs.com"})
+            )
+            .0,
+            "dashscope-intl.aliyuncs.com"
+        );
+    }
+
+    #[test]
+    fn azure_url_gives_host_deployment_and_version() {
+        let c = config(json!({"provider": {"type": "azure", "apiTokens": ["k"],
+            "azureServiceUrl": "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-12-01-preview"}}))
+        .unwrap();
+        let p = c.active.unwrap();
+        assert_eq!(p.authority, "res.openai.azure.com");
+        assert_eq!(
+            p.path("/chat/completions", "ignored"),
+            "/openai/deployments/gpt-4o/chat/completions?api-version=2024-12-01-preview"
+        );
+        assert_eq!(p.auth_header("k"), Some(("api-key".into(), "k".into())));
+        let c = config(json!({"provider": {"type": "azure", "apiTokens": ["k"], "azureServiceUrl": "https://res.openai.azure.com"}})).unwrap();
+        assert_eq!(
+            c.active
+                .unwrap()
+                .path("/embeddings", "text-embedding-3-small"),
+            "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |v: Value| config(v).unwrap_err().to_string();
+        assert!(
+            err(json!({"provider": {"type": "nope", "apiTokens": ["k"]}}))
+                .starts_with("provider.type: unknown provider type \"nope\"")
+        );
+        assert_eq!(
+            err(json!({"provider": {"type": "openai"}})),
+            "provider.apiTokens: provider type openai needs at least one key"
+        );
+        assert!(
+            err(json!({"provider": {"type": "openai", "apiTokens": ["k"], "apiTokenz": 1}}))
+                .contains("apiTokenz")
+        );
+        assert_eq!(
+            err(json!({"provider": {"type": "vllm", "apiTokens": ["k"]}}))
+                .split(':')
+                .next()
+                .unwrap(),
+            "provider.providerDomain"
+        );
+        assert_eq!(
+            err(
+                json!({"providers": [{"type": "openai", "apiTokens": ["k"]}], "activeProviderId": "x"})
+            ),
+            "activeProviderId: no provider has id \"x\""
+        );
+        assert!(err(
+            json!({"provider": {"type": "openai", "apiTokens": ["k"], "modelMapping": {"~(": "x"}}})
+        )
+        .starts_with("provider.modelMapping.~(:"));
+        assert_eq!(
+            err(
+                json!({"providers": [{"type": "openai", "apiTokens": ["k"]}, {"type": "openai", "apiTokens": ["k"]}]})
+            ),
+            "providers[1].id: duplicate id \"openai\""
+        );
+        assert!(
+            err(json!({"provider": {"type": "openai", "apiTokens": [3]}}))
+                .starts_with("provider.apiTokens[0]")
+        );
+    }
+
+    #[test]
+    fn no_provider_is_the_client_edge_only() {
+        let c = config(json!({})).unwrap();
+        assert!(!c.has_providers() && c.active.is_none());
+    }
+
+    #[test]
+    fn local_servers_need_no_key_and_higress_keys_load() {
+        let c = config(json!({"provider": {"type": "ollama", "timeout": 30000, "failover": {"enabled": false}}})).unwrap();
+        assert_eq!(c.active.unwrap().auth_header("x"), None);
+    }
+
+    #[test]
+    fn model_ids_from_lists_and_exact_mappings() {
+        let c = config(json!({"models": ["a"], "providers": [
+            {"id": "p1", "type": "openai", "apiTokens": ["k"], "models": ["b", "a"], "modelMapping": {"c": "x", "d*": "y"}}
+        ]}))
+        .unwrap();
+        let ids: Vec<_> = c.model_ids().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,522 @@
+//! ai-proxy: both edges of the canonical format. Clients speak the OpenAI API or Anthropic's
+//! Messages API; providers get their native API. Works as a downstream filter (one provider per
+//! route, the Higress way) and as an upstream HTTP filter on the route's cluster, where each
+//! attempt takes its provider (and optionally its model) from the chosen endpoint's metadata.
+//! In both positions the request headers wait for the body (`allow_on_headers_stop_iteration`
+//! in the filter config), because the provider's path and headers depend on it.
+//!
+//! This file only moves bytes between Envoy and the pure translators in [`translate`].
+
+pub mod config;
+pub mod keys;
+pub mod mapping;
+pub mod models;
+pub mod provider;
+pub mod translate;
+
+use aigw_shared::error::{ApiError, ClientApi};
+use aigw_shared::host;
+use aigw_shared::rules::{RequestKeys, RuleSet};
+use config::{Config, Provider};
+use keys::{refuses_key, Cooldowns};
+use provider::WireFormat;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use std::rc::Rc;
+use translate::{Api, BodyMode, ClientAdapter, ProviderAdapter};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(ProxyRoot::default()) });
+}}
+
+/// Request headers that carry a client's credentials; never forwarded to a provider.
+const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+
+#[derive(Default)]
+struct ProxyRoot {
+    rules: Option<Rc<RuleSet<Config>>>,
+}
+
+impl Context for ProxyRoot {}
+
+impl RootContext for ProxyRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        self.rules = host::load_rules("ai-proxy", Config::from_map).map(Rc::new);
+        self.rules.is_some()
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(ProxyStream {
+            rules: self.rules.clone()?,
+            exchange: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct ProxyStream {
+    rules: Rc<RuleSet<Config>>,
+    /// `None` when no rule applies, for local replies, and for paths passed through untouched.
+    exchange: Option<Exchange>,
+}
+
+/// One request on its way through the plugin.
+struct Exchange {
+    config: Rc<Config>,
+    api: Api,
+    /// Running as an upstream filter, after Envoy picked the route and the host.
+    upstream: bool,
+    client: Box<dyn ClientAdapter>,
+    /// The provider edge, when this instance has providers.
+    provider: Option<(Rc<Provider>, Box<dyn ProviderAdapter>)>,
+    /// Model named by the endpoint's metadata; overrides the mapping for this attempt.
+    model_override: Option<String>,
+    /// Anthropic client to an Anthropic provider: the body passes as it is.
+    native: bool,
+    key_index: Option<usize>,
+    response: Option<ResponseFlow>,
+}
+
+/// How the response body is handled, decided at the response headers.
+struct ResponseFlow {
+    /// The strictest mode of the stages that translate.
+    mode: BodyMode,
+    status: u16,
+    /// Which of the two edges translate this body (the others pass it through).
+    provider_translates: bool,
+    client_translates: bool,
+}
+
+impl Context for ProxyStream {}
+
+impl HttpContext for ProxyStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
+        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
+        let authority = if self.rules.uses_host() {
+            host::request_header(":authority").unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let Some(config) = self.rules.get(&RequestKeys {
+            route: &route,
+            host: &authority,
+            service: &cluster,
+        }) else {
+            return Action::Continue;
+        };
+        let method = host::request_header(":method").unwrap_or_default();
+        let path = host::request_header(":path").unwrap_or_default();
+        let api = Api::of(&method, &path);
+        // Only an upstream filter knows its upstream host when the request starts.
+        let upstream = host::property(&["upstream", "address"]).is_some();
+
+        let (provider, model_override) = match select_provider(&config, upstream) {
+            Ok(selected) => selected,
+            Err(err) => return self.reject(&err, ClientApi::OpenAi),
+        };
+        if api == Api::Models {
+            let models = config.model_ids();
+            if !models.is_empty() {
+                host::send_response(
+                    200,
+                    &[("content-type", "application/json")],
+                    &models::list(&models),
+                );
+                return Action::Pause;
+            }
+        }
+        let client = translate::client_adapter(api);
+        let native = api == Api::Messages
+            && provider
+                .as_ref()
+                .is_some_and(|p| p.kind.wire == WireFormat::Claude);
+        let provider = provider.map(|p| {
+            let adapter = translate::provider_adapter(
+                p.kind,
+                &p.claude_version,
+                p.default_max_tokens,
+                host::now_ms() / 1000,
+            );
+            (p, adapter)
+        });
+        let mut exchange = Exchange {
+            config,
+            api,
+            upstream,
+            client,
+            provider,
+            model_override,
+            native,
+            key_index: None,
+            response: None,
+        };
+        let needs_body =
+            matches!(api, Api::Chat | Api::Messages | Api::Embeddings) && !end_of_stream;
+        if !needs_body {
+            if exchange.provider.is_none() {
+                return Action::Continue;
+            }
+            if let Err(err) = exchange.address_provider("") {
+                return self.reject(&err, exchange.client.api());
+            }
+            self.exchange = Some(exchange);
+            return Action::Continue;
+        }
+        // Path, host and credentials depend on the body: hold the headers until it is read (the
+        // filter is configured with `allow_on_headers_stop_iteration`, so the body still
+        // reaches it), in both filter positions.
+        host::set_request_header("content-length", None);
+        self.exchange = Some(exchange);
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        if !matches!(exchange.api, Api::Chat | Api::Messages | Api::Embeddings) {
+            return Action::Continue;
+        }
+        if body_size > exchange.config.max_request_bytes {
+            let err = ApiError::too_large(exchange.config.max_request_bytes);
+            let api = exchange.client.api();
+            return self.reject(&err, api);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = host::request_body(body_size).unwrap_or_default();
+        match exchange.translate_request(&body) {
+            Ok(new_body) => {
+                if let Err(status) = host::set_request_body(0, body_size, &new_body) {
+                    log::warn!("ai-proxy: could not replace the request body: {status:?}");
+                }
+                Action::Continue
+            }
+            Err(err) => {
+                let api = exchange.client.api();
+                self.reject(&err, api)
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        let headers = host::response_headers();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let status: u16 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if refuses_key(status) {
+            exchange.cool_down_key(header("retry-after"));
+        }
+        let mut content_type = header("content-type").unwrap_or("").to_string();
+        let mut flow = ResponseFlow {
+            mode: BodyMode::Passthrough,
+            status,
+            provider_translates: false,
+            client_translates: false,
+        };
+        if !exchange.native {
+            if let Some((_, adapter)) = exchange.provider.as_mut() {
+                let plan = adapter.plan(status, &content_type);
+                flow.provider_translates = plan.mode != BodyMode::Passthrough;
+                flow.mode = flow.mode.max(plan.mode);
+                content_type = plan.content_type.map_or(content_type, str::to_string);
+            }
+            if matches!(exchange.api, Api::Chat | Api::Messages) {
+                let plan = exchange.client.plan(status, &content_type);
+                flow.client_translates = plan.mode != BodyMode::Passthrough;
+                flow.mode = flow.mode.max(plan.mode);
+                content_type = plan.content_type.map_or(content_type, str::to_string);
+            }
+        }
+        if flow.mode != BodyMode::Passthrough {
+            host::set_response_header("content-length", None);
+            host::set_response_header("content-type", Some(&content_type));
+        }
+        exchange.response = Some(flow);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Continue;
+        };
+        let Some(flow) = exchange.response.as_ref() else {
+            return Action::Continue;
+        };
+        let (mode, status) = (flow.mode, flow.status);
+        match mode {
+            BodyMode::Passthrough => Action::Continue,
+            BodyMode::Whole if !end_of_stream => Action::Pause,
+            _ => {
+                let input = if body_size > 0 {
+                    host::response_body(body_size).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let mut output = exchange.translate_response(&input, end_of_stream);
+                if status >= 400 {
+                    exchange.redact_keys(&mut output);
+                }
+                if let Err(status) = host::set_response_body(0, body_size, &output) {
+                    log::warn!("ai-proxy: could not replace the response body: {status:?}");
+                }
+                Action::Continue
+            }
+        }
+    }
+}
+
+impl ProxyStream {
+    /// Answers the client with a gateway error in its API's shape, and stops processing.
+    fn reject(&mut self, err: &ApiError, api: ClientApi) -> Action {
+        log::info!("ai-proxy: refused request: {err}");
+        self.exchange = None;
+        host::send_response(
+            err.status,
+            &[("content-type", "application/json")],
+            &err.body(api),
+        );
+        Action::Pause
+    }
+}
+
+/// The provider for this request: the one the upstream endpoint names, else the active one.
+fn select_provider(
+    config: &Config,
+    upstream: bool,
+) -> Result<(Option<Rc<Provider>>, Option<String>), ApiError> {
+    if !config.has_providers() {
+        return Ok((None, None));
+    }
+    let metadata = |key: &str| {
+        upstream
+            .then(|| {
+                host::property_string(&[
+                    "xds",
+                    "upstream_host_metadata",
+                    "filter_metadata",
+                    &config.metadata_namespace,
+                    key,
+                ])
+            })
+            .flatten()
+            .filter(|v| !v.is_empty())
+    };
+    let model = metadata("model");
+    let provider = match metadata("provider") {
+        Some(id) => config.provider(&id).cloned().ok_or_else(|| {
+            ApiError::new(500, "server_error", format!("the upstream endpoint names provider {id:?}, which ai-proxy does not configure"))
+        })?,
+        None => config.active.clone().ok_or_else(|| {
+            ApiError::new(500, "server_error", "several providers are configured but none is active (set activeProviderId)")
+        })?,
+    };
+    Ok((Some(provider), model))
+}
+
+impl Exchange {
+    /// The model to ask the provider for.
+    fn provider_model(&self, provider: &Provider, client_model: &str) -> String {
+        self.model_override
+            .clone()
+            .unwrap_or_else(|| provider.mapping.resolve(client_model))
+    }
+
+    /// Sets path, host and credentials for the provider. Headers are set or removed, never
+    /// added: in the upstream position every attempt shares one header map. Downstream, Envoy
+    /// matches the route again on the new path, so the route must also match the provider's
+    /// path (a catch-all prefix, or a match on headers the plugin does not change).
+    fn address_provider(&mut self, model: &str) -> Result<(), ApiError> {
+        let Some((provider, adapter)) = self.provider.as_ref() else {
+            return Ok(());
+        };
+        let suffix = match self.api {
+            Api::Chat | Api::Messages => "/chat/completions",
+            Api::Embeddings => {
+                if !provider.kind.embeddings {
+                    return Err(ApiError::invalid_request(
+                        None,
+                        format!("provider type {} has no embeddings API", provider.kind.name),
+                    ));
+                }
+                "/embeddings"
+            }
+            Api::Models => "/models",
+            Api::Other => "",
+        };
+        if !suffix.is_empty() {
+            let model = if model.is_empty() {
+                String::new()
+            } else {
+                self.provider_model(provider, model)
+            };
+            host::set_request_header(":path", Some(&provider.path(suffix, &model)));
+        }
+        // Envoy picks the route again when a downstream filter changes request headers; a new
+        // `:authority` could select another virtual host. Downstream, the route sets the host
+        // (`auto_host_rewrite` / `host_rewrite_literal`); upstream the route is already fixed.
+        if self.upstream {
+            host::set_request_header(":authority", Some(&provider.authority));
+        }
+        for name in CLIENT_CREDENTIALS.iter().chain(&["accept-encoding"]) {
+            host::set_request_header(name, None);
+        }
+        if !provider.keys.is_empty() {
+            let cooldowns = if provider.keys.len() > 1 {
+                read_cooldowns(&provider.id)
+            } else {
+                Cooldowns::default()
+            };
+            self.key_index = provider.keys.pick(&cooldowns, host::now_ms());
+        }
+        let key = self
+            .key_index
+            .and_then(|i| provider.keys.key(i))
+            .unwrap_or("");
+        if let Some((name, value)) = provider.auth_header(key) {
+            host::set_request_header(&name, Some(&value));
+        }
+        for (name, value) in adapter.extra_headers() {
+            host::set_request_header(name, Some(&value));
+        }
+        host::set_request_header("content-type", Some("application/json"));
+        Ok(())
+    }
+
+    /// Turns the client's request body into what goes upstream.
+    fn translate_request(&mut self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        let client_model = translate::peek_model(body).unwrap_or_default();
+        if self.api == Api::Embeddings || self.native {
+            // Same API on both sides: only the model changes.
+            return match self.provider.as_ref() {
+                Some((provider, _)) => {
+                    let model = self.provider_model(provider, &client_model);
+                    self.address_provider(&client_model)?;
+                    with_model(body, &model)
+                }
+                None => Ok(body.to_vec()),
+            };
+        }
+        let request = self.client.request(body)?;
+        match self.provider.as_mut() {
+            Some((provider, adapter)) => {
+                let model = self
+                    .model_override
+                    .clone()
+                    .unwrap_or_else(|| provider.mapping.resolve(&request.model));
+                let out = adapter.chat_request(request, &model)?;
+                self.address_provider(&client_model)?;
+                Ok(out)
+            }
+            None => {
+                // The client edge alone: pass the canonical request on, on the same route prefix.
+                if self.api == Api::Messages {
+                    let path = host::request_header(":path").unwrap_or_default();
+                    host::set_request_header(":path", Some(&translate::chat_path_for(&path)));
+                    host::set_request_header("content-type", Some("application/json"));
+                }
+                serde_json::to_vec(&request)
+                    .map_err(|e| ApiError::new(500, "server_error", e.to_string()))
+            }
+        }
+    }
+
+    /// Runs a piece of the response through the provider edge, then the client edge; an edge
+    /// that does not translate this response passes it on as it is.
+    fn translate_response(&mut self, input: &[u8], end: bool) -> Vec<u8> {
+        let (provider_translates, client_translates) =
+            self.response.as_ref().map_or((false, false), |f| {
+                (f.provider_translates, f.client_translates)
+            });
+        let mut canonical = Vec::new();
+        let canonical: &[u8] = match self.provider.as_mut() {
+            Some((_, adapter)) if provider_translates => {
+                adapter.translate(input, end, &mut canonical);
+                &canonical
+            }
+            _ => input,
+        };
+        if !client_translates {
+            return canonical.to_vec();
+        }
+        let mut out = Vec::with_capacity(canonical.len() + 64);
+        self.client.translate(canonical, end, &mut out);
+        out
+    }
+
+    /// Sets the key this request used aside, shared by all workers.
+    fn cool_down_key(&self, retry_after: Option<&str>) {
+        let (Some((provider, _)), Some(index)) = (self.provider.as_ref(), self.key_index) else {
+            return;
+        };
+        if provider.keys.len() < 2 {
+            return;
+        }
+        let seconds = retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(provider.key_cooldown_seconds)
+            .clamp(1, 3600);
+        let now = host::now_ms();
+        let key = cooldown_key(&provider.id);
+        for _ in 0..8 {
+            let (data, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+            let mut cooldowns = Cooldowns::decode(&data.unwrap_or_default());
+            cooldowns.set(index, now + seconds * 1000, now);
+            match hostcalls::set_shared_data(&key, Some(&cooldowns.encode()), cas) {
+                Err(Status::CasMismatch) => continue,
+                _ => break,
+            }
+        }
+        log::info!(
+            "ai-proxy: provider {} key #{index} set aside for {seconds} s",
+            provider.id
+        );
+    }
+
+    /// Removes this provider's keys from an error a provider echoed back.
+    fn redact_keys(&self, body: &mut Vec<u8>) {
+        let Some((provider, _)) = self.provider.as_ref() else {
+            return;
+        };
+        for key in provider.keys.keys() {
+            if key.len() >= 8 && body.windows(key.len()).any(|w| w == key.as_bytes()) {
+                let text = String::from_utf8_lossy(body).replace(key.as_str(), "[redacted]");
+                *body = text.into_bytes();
+            }
+        }
+    }
+}
+
+fn cooldown_key(provider_id: &str) -> String {
+    format!("aigw.ai-proxy.key-cooldown.{provider_id}")
+}
+
+fn read_cooldowns(provider_id: &str) -> Cooldowns {
+    match hostcalls::get_shared_data(&cooldown_key(provider_id)) {
+        Ok((Some(bytes), _)) => Cooldowns::decode(&bytes),
+        _ => Cooldowns::default(),
+    }
+}
+
+/// The JSON body with its `model` replaced (other fields untouched).
+fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, ApiError> {
+    let mut value: serde_json::Value = translate::parse_request(body)?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("model".into(), serde_json::Value::String(model.to_string()));
+    }
+    serde_json::to_vec(&value).map_err(|e| ApiError::new(500, "server_error", e.to_string()))
+}

@@ -1,0 +1,325 @@
+//! Translators between the client's API, the canonical format (OpenAI Chat Completions) and
+//! each provider's native API.
+//!
+//! A request passes two edges, each a small object created per request (so concurrent streams
+//! never share state) and made of pure functions over bytes:
+//!
+//! - a [`ClientAdapter`] for the API the client speaks: client request → canonical request, and
+//!   canonical response → client response;
+//! - a [`ProviderAdapter`] for the provider's wire format: canonical request → native request,
+//!   and native response → canonical response.
+//!
+//! A new wire format is one new module implementing one of the two traits, plus a line in
+//! [`provider_adapter`] or [`client_adapter`].
+
+pub mod anthropic;
+pub mod anthropic_client;
+pub mod claude;
+pub mod errors;
+pub mod openai_client;
+pub mod openai_compat;
+
+use crate::provider::{ProviderType, WireFormat};
+use aigw_shared::error::{ApiError, ClientApi};
+use aigw_shared::openai::ChatRequest;
+
+/// The API a request is for, from its method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI `POST …/chat/completions`.
+    Chat,
+    /// Anthropic `POST …/v1/messages`.
+    Messages,
+    /// OpenAI `POST …/embeddings`.
+    Embeddings,
+    /// OpenAI `GET …/models`.
+    Models,
+    /// Anything else: passed through.
+    Other,
+}
+
+impl Api {
+    pub fn of(method: &str, path: &str) -> Api {
+        let path = path.split('?').next().unwrap_or("");
+        match method {
+            "POST" if path.ends_with("/chat/completions") => Api::Chat,
+            "POST" if path.ends_with("/v1/messages") => Api::Messages,
+            "POST" if path.ends_with("/embeddings") => Api::Embeddings,
+            "GET" if path.ends_with("/models") => Api::Models,
+            _ => Api::Other,
+        }
+    }
+}
+
+/// The canonical path for a Messages request: `…/v1/messages` becomes `…/v1/chat/completions`,
+/// keeping any prefix (routes often match on one) and dropping Anthropic's query (`?beta=true`).
+pub fn chat_path_for(messages_path: &str) -> String {
+    let path = messages_path.split('?').next().unwrap_or("");
+    let prefix = path.strip_suffix("/v1/messages").unwrap_or("");
+    format!("{prefix}/v1/chat/completions")
+}
+
+/// How a stage treats a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BodyMode {
+    /// Untouched, not even read.
+    Passthrough,
+    /// Translated chunk by chunk as it arrives (SSE).
+    Stream,
+    /// Needs the whole body (a JSON document).
+    Whole,
+}
+
+/// What a stage will do with a response, decided from its status and content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub mode: BodyMode,
+    /// The content type the stage's output has, when it differs from its input.
+    pub content_type: Option<&'static str>,
+}
+
+impl Plan {
+    pub const PASSTHROUGH: Plan = Plan {
+        mode: BodyMode::Passthrough,
+        content_type: None,
+    };
+    pub const STREAM: Plan = Plan {
+        mode: BodyMode::Stream,
+        content_type: None,
+    };
+    pub const WHOLE: Plan = Plan {
+        mode: BodyMode::Whole,
+        content_type: None,
+    };
+}
+
+/// One direction of response translation, fed body bytes in order.
+pub trait ResponseStage {
+    /// Called once, before any body.
+    fn plan(&mut self, status: u16, content_type: &str) -> Plan;
+    /// Translates the next piece of the body (in [`BodyMode::Whole`], the whole body with
+    /// `end`). Holds at most one incomplete event between calls.
+    fn translate(&mut self, input: &[u8], end: bool, out: &mut Vec<u8>);
+}
+
+/// The client-facing edge.
+pub trait ClientAdapter: ResponseStage {
+    /// The client's request body as a canonical request.
+    fn request(&mut self, body: &[u8]) -> Result<ChatRequest, ApiError>;
+    /// Which error shape the client reads.
+    fn api(&self) -> ClientApi;
+}
+
+/// The provider-facing edge.
+pub trait ProviderAdapter: ResponseStage {
+    /// The provider's request body for a canonical chat request, `model` already mapped.
+    fn chat_request(&mut self, request: ChatRequest, model: &str) -> Result<Vec<u8>, ApiError>;
+    /// Headers the wire format needs besides authentication (e.g. `anthropic-version`).
+    fn extra_headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// The client edge for a request to `api`.
+pub fn client_adapter(api: Api) -> Box<dyn ClientAdapter> {
+    match api {
+        Api::Messages => Box::new(anthropic_client::AnthropicClient::default()),
+        _ => Box::new(openai_client::OpenAiClient::default()),
+    }
+}
+
+/// The provider edge for a provider type. `created` stamps synthesised chunks (seconds).
+pub fn provider_adapter(
+    kind: &'static ProviderType,
+    claude_version: &str,
+    default_max_tokens: u64,
+    created: u64,
+) -> Box<dyn ProviderAdapter> {
+    match kind.wire {
+        WireFormat::OpenAi | WireFormat::Azure => Box::new(openai_compat::OpenAiCompat::new(kind)),
+        WireFormat::Claude => Box::new(claude::Claude::new(
+            claude_version,
+            default_max_tokens,
+            created,
+        )),
+    }
+}
+
+/// Parses a client's JSON request. A malformed body is a 400 whose message and `param` name the
+/// offending field (`messages[1].content: invalid type: …`).
+pub fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid_request(
+                None,
+                format!("request body is not valid JSON: {inner}"),
+            );
+        }
+        let mut path = e.path().to_string();
+        let mut message = inner.to_string();
+        // "missing field `x`" is reported at the parent; name the field itself.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            path = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            message = "field required".to_string();
+        }
+        if path == "." {
+            return ApiError::invalid_request(None, format!("request body: {message}"));
+        }
+        ApiError::invalid_request(Some(&path), format!("{path}: {message}"))
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid_request(None, format!("request body is not valid JSON: {e}"))
+    })?;
+    Ok(value)
+}
+
+/// The model of a JSON request body, without parsing the rest.
+pub fn peek_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        model: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Peek>(body)
+        .ok()?
+        .model?
+        .as_str()
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for translator tests: feed a stream at every split point.
+
+    use super::ResponseStage;
+
+    /// Output of a fresh stage fed `input` in pieces cut at `cuts`.
+    pub fn run<S: ResponseStage>(
+        make: impl Fn() -> S,
+        status: u16,
+        content_type: &str,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Vec<u8> {
+        let mut stage = make();
+        stage.plan(status, content_type);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts {
+            stage.translate(&input[start..cut], false, &mut out);
+            start = cut;
+        }
+        stage.translate(&input[start..], true, &mut out);
+        out
+    }
+
+    /// Asserts that every single split point and a set of random multi-splits of `input`
+    /// translate to exactly what the unsplit input translates to; returns that output.
+    pub fn same_at_every_split<S: ResponseStage>(
+        make: impl Fn() -> S,
+        status: u16,
+        content_type: &str,
+        input: &[u8],
+    ) -> Vec<u8> {
+        let whole = run(&make, status, content_type, input, &[]);
+        for cut in 0..=input.len() {
+            let split = run(&make, status, content_type, input, &[cut]);
+            assert_eq!(
+                String::from_utf8_lossy(&split),
+                String::from_utf8_lossy(&whole),
+                "split at {cut}"
+            );
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            let mut cuts: Vec<usize> = (0..6)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % (input.len() as u64 + 1)) as usize
+                })
+                .collect();
+            cuts.sort_unstable();
+            let split = run(&make, status, content_type, input, &cuts);
+            assert_eq!(split, whole, "cuts {cuts:?}");
+        }
+        whole
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_name_the_field() {
+        let err = parse_request::<ChatRequest>(
+            br#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(err.param.as_deref(), Some("messages[0].content"));
+        assert!(
+            err.message.starts_with("messages[0].content: "),
+            "{}",
+            err.message
+        );
+        let err = parse_request::<ChatRequest>(br#"{"model":"m","messages":[], "stream": "yes"}"#)
+            .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("stream"));
+        let err = parse_request::<ChatRequest>(b"{\"model\": ").unwrap_err();
+        assert!(
+            err.message.starts_with("request body is not valid JSON"),
+            "{}",
+            err.message
+        );
+        let err = parse_request::<ChatRequest>(b"[1]").unwrap_err();
+        assert!(
+            err.message.starts_with("request body: invalid type"),
+            "{}",
+            err.message
+        );
+        let err = parse_request::<anthropic::MessagesRequest>(br#"{"model":"m","messages":[]}"#)
+            .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("max_tokens"));
+        assert_eq!(err.message, "max_tokens: field required");
+        let err = parse_request::<ChatRequest>(br#"{"model":"m"} trailing"#).unwrap_err();
+        assert!(
+            err.message.starts_with("request body is not valid JSON"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn messages_path_becomes_the_chat_path_on_the_same_prefix() {
+        assert_eq!(chat_path_for("/v1/messages"), "/v1/chat/completions");
+        assert_eq!(
+            chat_path_for("/team-a/v1/messages?beta=true"),
+            "/team-a/v1/chat/completions"
+        );
+    }
+
+    #[test]
+    fn api_from_method_and_path() {
+        assert_eq!(Api::of("POST", "/v1/chat/completions"), Api::Chat);
+        assert_eq!(
+            Api::of("POST", "/compatible-mode/v1/chat/completions?x=1"),
+            Api::Chat
+        );
+        assert_eq!(Api::of("POST", "/v1/messages"), Api::Messages);
+        assert_eq!(Api::of("POST", "/v1/embeddings"), Api::Embeddings);
+        assert_eq!(Api::of("GET", "/v1/models"), Api::Models);
+        assert_eq!(Api::of("GET", "/v1/chat/completions"), Api::Other);
+        assert_eq!(Api::of("POST", "/v1/responses"), Api::Other);
+    }
+}
