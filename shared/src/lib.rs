@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod error;
+pub mod json;
 pub mod metrics;
 pub mod openai;
 pub mod rules;

@@ -72,6 +72,12 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Deserialises one config object; errors carry the JSON path of the offending key.
+pub fn parse_object<T: serde::de::DeserializeOwned>(map: &Map<String, Value>) -> Result<T, ConfigError> {
+    let bytes = serde_json::to_vec(map).map_err(|e| ConfigError::new("", e.to_string()))?;
+    crate::json::parse(&bytes).map_err(|e| ConfigError::new(e.path, e.message))
+}
+
 /// Keys to probe for one kind of affix match (`*suffix` or `prefix*`).
 #[derive(Debug, Default)]
 struct AffixIndex {

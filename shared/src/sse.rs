@@ -127,6 +127,15 @@ impl Decoder {
         self.append_to_line(chunk);
     }
 
+    /// Ends the stream: an event the stream did not close with a blank line is dispatched (some
+    /// servers end `data: [DONE]` without one).
+    pub fn finish(&mut self) -> Option<Event> {
+        let line = std::mem::take(&mut self.line);
+        self.skip_lf = false;
+        let pending = if line.is_empty() { None } else { self.process_line(&line) };
+        pending.or_else(|| self.dispatch())
+    }
+
     /// Bytes held for the event being read (a partial line plus its data so far).
     pub fn held_bytes(&self) -> usize {
         self.line.len() + self.data.len()
@@ -416,6 +425,17 @@ mod tests {
         assert_eq!(decoder.dropped_events(), 1);
         let next: Vec<_> = decoder.push(b"data: ok\n\n").collect();
         assert_eq!(next, vec![Event::data("ok")]);
+    }
+
+    #[test]
+    fn finish_dispatches_an_unterminated_last_event() {
+        let mut decoder = Decoder::new();
+        assert_eq!(decoder.push(b"data: a\n\ndata: [DONE]").count(), 1);
+        assert!(decoder.finish().unwrap().is_done());
+        assert_eq!(decoder.finish(), None);
+        let mut decoder = Decoder::new();
+        decoder.push(b"data: x\n");
+        assert_eq!(decoder.finish(), Some(Event::data("x")));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::keys::KeyRing;
 use crate::mapping::ModelMapping;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
-use aigw_shared::rules::ConfigError;
+use aigw_shared::rules::{parse_object, ConfigError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::rc::Rc;
@@ -102,13 +102,10 @@ struct RawProvider {
 
 /// The error of a `serde` parse, with the JSON path of the offending key.
 fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ConfigError::new(
-            if path == "." { String::new() } else { path },
-            e.into_inner().to_string(),
-        )
-    })
+    match value {
+        Value::Object(map) => parse_object(&map),
+        other => Err(ConfigError::new("", format!("expected an object, got {other}"))),
+    }
 }
 
 impl Config {

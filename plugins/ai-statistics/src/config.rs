@@ -1,7 +1,7 @@
 //! Configuration of ai-statistics (one object, global or per `_rules_` entry).
 
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
-use aigw_shared::rules::ConfigError;
+use aigw_shared::rules::{parse_object, ConfigError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -37,8 +37,7 @@ impl Default for Config {
 
 impl Config {
     pub fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
-        let config: Config = serde_json::from_value(Value::Object(map.clone()))
-            .map_err(|e| ConfigError::new("", e.to_string()))?;
+        let config: Config = parse_object(map)?;
         if config.consumer_header.trim().is_empty() {
             return Err(ConfigError::new("consumer_header", "must not be empty"));
         }

@@ -104,6 +104,12 @@ impl ResponseMeter {
 
     /// Ends the response: reads a buffered JSON body. Returns the usage, if any was reported.
     pub fn finish(&mut self) -> Option<TokenCounts> {
+        if let Reader::Stream(decoder) = &mut self.reader {
+            // A last event the stream did not close with a blank line still counts.
+            if let Some(event) = decoder.finish() {
+                self.on_event(&event);
+            }
+        }
         if let Reader::Json(buffer) = &mut self.reader {
             if let Some(reported) = buffer.get().and_then(Reported::from_slice) {
                 self.model = self.model.take().or(reported.model);

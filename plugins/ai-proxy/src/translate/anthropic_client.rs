@@ -277,8 +277,7 @@ impl ResponseStage for AnthropicClient {
     fn translate(&mut self, input: &[u8], end: bool, out: &mut Vec<u8>) {
         match self.mode {
             Some(Mode::Stream) => {
-                let mut events = Vec::new();
-                self.decoder.push_with(input, |e| events.push(e));
+                let events = super::events(&mut self.decoder, input, end);
                 for event in events {
                     if event.is_done() {
                         self.finish(out);

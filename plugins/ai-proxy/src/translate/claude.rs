@@ -100,8 +100,7 @@ impl ResponseStage for Claude {
                 }
             }
             Mode::Stream => {
-                let mut events = Vec::new();
-                self.decoder.push_with(input, |e| events.push(e));
+                let events = super::events(&mut self.decoder, input, end);
                 for event in events {
                     if let Ok(value) = serde_json::from_str::<Value>(&event.data) {
                         self.on_event(&value, out);
@@ -268,6 +267,11 @@ fn messages_request(
                 ))
             }
         }
+    }
+    if messages.is_empty() && !system.is_empty() {
+        // OpenAI accepts a conversation of instructions only; Anthropic needs a user turn.
+        push_turn(&mut messages, "user", vec![json!({"type": "text", "text": system.join("\n\n")})]);
+        system.clear();
     }
     let mut body = Map::new();
     body.insert("model".into(), json!(model));

@@ -46,12 +46,12 @@ impl ResponseStage for OpenAiClient {
         }
     }
 
-    fn translate(&mut self, input: &[u8], _end: bool, out: &mut Vec<u8>) {
-        self.decoder.push_with(input, |event| {
+    fn translate(&mut self, input: &[u8], end: bool, out: &mut Vec<u8>) {
+        for event in super::events(&mut self.decoder, input, end) {
             if !is_usage_only_chunk(&event) {
                 sse::write_event(out, event.event.as_deref(), &event.data);
             }
-        });
+        }
     }
 }
 

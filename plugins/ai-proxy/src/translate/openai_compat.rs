@@ -134,8 +134,7 @@ impl ResponseStage for OpenAiCompat {
             }
             return;
         }
-        let mut events = Vec::new();
-        self.decoder.push_with(input, |e| events.push(e));
+        let events = super::events(&mut self.decoder, input, end);
         for event in events {
             if let Some(data) = self.normalise_chunk(&event.data) {
                 sse::write_data(out, &data);
