@@ -1,7 +1,7 @@
-//! `make run`: the shipped demo config boots with the mock provider and answers the README's
-//! requests, and Prometheus then shows their tokens.
+//! `make run`: the shipped demo config boots with the mock provider, answers the README's
+//! requests in both the OpenAI and the Anthropic API, and Prometheus then shows their tokens.
 
-use e2e::client::{post_json, post_stream};
+use e2e::client::{get_with, post_json, post_stream};
 use e2e::demo::{self, DemoSettings};
 use e2e::paths;
 use serde_json::json;
@@ -12,10 +12,12 @@ fn demo_gateway_answers_the_readme_requests() {
         port: 0,
         admin_port: 0,
         openai_key: None,
+        anthropic_key: None,
         run_dir: paths::scratch_dir("demo"),
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let envoy = &demo.envoy;
+    let _report = envoy.report_on_failure();
     let url = envoy.url("/v1/chat/completions");
     let question =
         json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]});
@@ -41,6 +43,18 @@ fn demo_gateway_answers_the_readme_requests() {
         .as_u64()
         .unwrap();
 
+    // Anthropic's API on the same gateway, over the same (OpenAI-format) provider.
+    let message = post_json(
+        &envoy.url("/v1/messages"),
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}),
+        &[("anthropic-version", "2023-06-01")],
+    );
+    assert_eq!(message.status, 200, "{}", message.text());
+    let message = message.json();
+    assert_eq!(message["type"], "message");
+    let anthropic_usage = message["usage"]["input_tokens"].as_u64().unwrap()
+        + message["usage"]["output_tokens"].as_u64().unwrap();
+
     let labels = [
         ("ai_model", "gpt-4o-mini"),
         ("ai_route", "llm"),
@@ -56,9 +70,22 @@ fn demo_gateway_answers_the_readme_requests() {
         &labels,
         1.0,
     );
-    let logged = envoy.wait_access_log(2);
+    let claude = [
+        ("ai_model", "claude-sonnet-4-5"),
+        ("ai_route", "llm"),
+        ("ai_cluster", "mock"),
+    ];
+    envoy.wait_prometheus_value(
+        "route_upstream_model_consumer_metric_total_token",
+        &claude,
+        anthropic_usage as f64,
+    );
+
+    let models = get_with(&envoy.url("/v1/models"), &[]);
+    assert_eq!(models.json()["data"][0]["id"], "gpt-4o-mini");
+    let logged = envoy.wait_access_log(3);
     assert!(
-        logged.iter().all(|l| l["ai_log"]
+        logged.iter().take(3).all(|l| l["ai_log"]
             .as_str()
             .is_some_and(|s| s.contains("\"total_token\""))),
         "{logged:#?}"

@@ -42,23 +42,41 @@ pub fn explain(input: &[u8], error: &serde_json::Error) -> JsonError {
         None => full,
     };
     if error.is_syntax() || error.is_eof() {
-        return JsonError { path: String::new(), message, syntax: true };
+        return JsonError {
+            path: String::new(),
+            message,
+            syntax: true,
+        };
     }
     let offset = byte_offset(input, error.line(), error.column());
     let mut frames = frames_at(input, offset);
-    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
         // Reported at the end of the object that lacks the field: name the field itself.
         if let Some(Frame::Object(key)) = frames.last_mut() {
             *key = Some(field.to_string());
         }
-        return JsonError { path: render(&frames), message: "field required".into(), syntax: false };
+        return JsonError {
+            path: render(&frames),
+            message: "field required".into(),
+            syntax: false,
+        };
     }
     if message.starts_with("unknown field `") {
         if let Some(Frame::Object(key)) = frames.last_mut() {
-            *key = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()).map(str::to_string);
+            *key = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .map(str::to_string);
         }
     }
-    JsonError { path: render(&frames), message, syntax: false }
+    JsonError {
+        path: render(&frames),
+        message,
+        syntax: false,
+    }
 }
 
 fn byte_offset(input: &[u8], line: usize, column: usize) -> usize {
@@ -115,7 +133,10 @@ fn frames_at(input: &[u8], offset: usize) -> Vec<Frame> {
                 if expecting_key {
                     if let Some(Frame::Object(key)) = frames.last_mut() {
                         let raw = &input[i + 1..end.saturating_sub(1).max(i + 1)];
-                        *key = Some(serde_json::from_slice::<String>(&input[i..end]).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()));
+                        *key = Some(
+                            serde_json::from_slice::<String>(&input[i..end])
+                                .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
+                        );
                     }
                     expecting_key = false;
                 }
@@ -198,21 +219,40 @@ mod tests {
 
     #[test]
     fn names_the_field_of_a_wrong_type() {
-        assert_eq!(path_of(r#"{"model":"m","messages":[{"role":"user","content":42}]}"#).0, "messages[0].content");
+        assert_eq!(
+            path_of(r#"{"model":"m","messages":[{"role":"user","content":42}]}"#).0,
+            "messages[0].content"
+        );
         assert_eq!(
             path_of("{\n  \"model\": \"m\",\n  \"messages\": [\n    {\"role\": \"user\", \"content\": \"a\"},\n    {\"role\": \"x\", \"content\": [1]}\n  ]\n}").0,
             "messages[1].content"
         );
-        assert_eq!(path_of(r#"{"model":"m","messages":[],"stream":"yes"}"#).0, "stream");
-        assert_eq!(path_of(r#"{"model":"m","messages":[],"options":{"max":-1}}"#).0, "options.max");
+        assert_eq!(
+            path_of(r#"{"model":"m","messages":[],"stream":"yes"}"#).0,
+            "stream"
+        );
+        assert_eq!(
+            path_of(r#"{"model":"m","messages":[],"options":{"max":-1}}"#).0,
+            "options.max"
+        );
         assert_eq!(path_of(r#"{"model":"m","messages":"hi"}"#).0, "messages");
-        assert_eq!(path_of(r#"{"model":"a \" , [ {","messages":7}"#).0, "messages", "strings are skipped whole");
+        assert_eq!(
+            path_of(r#"{"model":"a \" , [ {","messages":7}"#).0,
+            "messages",
+            "strings are skipped whole"
+        );
     }
 
     #[test]
     fn names_missing_and_unknown_fields() {
-        assert_eq!(path_of(r#"{"messages":[]}"#), ("model".into(), "field required".into()));
-        assert_eq!(path_of(r#"{"model":"m","messages":[{"role":"user"}]}"#), ("messages[0].content".into(), "field required".into()));
+        assert_eq!(
+            path_of(r#"{"messages":[]}"#),
+            ("model".into(), "field required".into())
+        );
+        assert_eq!(
+            path_of(r#"{"model":"m","messages":[{"role":"user"}]}"#),
+            ("messages[0].content".into(), "field required".into())
+        );
         let (path, message) = path_of(r#"{"model":"m","messages":[],"strem":true}"#);
         assert_eq!(path, "strem");
         assert!(message.starts_with("unknown field `strem`"), "{message}");
@@ -226,6 +266,10 @@ mod tests {
         let err = parse::<Request>(b"\"text\"").unwrap_err();
         assert!(!err.syntax);
         assert_eq!(err.path, "");
-        assert!(err.message.starts_with("invalid type: string"), "{}", err.message);
+        assert!(
+            err.message.starts_with("invalid type: string"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -73,7 +73,9 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Deserialises one config object; errors carry the JSON path of the offending key.
-pub fn parse_object<T: serde::de::DeserializeOwned>(map: &Map<String, Value>) -> Result<T, ConfigError> {
+pub fn parse_object<T: serde::de::DeserializeOwned>(
+    map: &Map<String, Value>,
+) -> Result<T, ConfigError> {
     let bytes = serde_json::to_vec(map).map_err(|e| ConfigError::new("", e.to_string()))?;
     crate::json::parse(&bytes).map_err(|e| ConfigError::new(e.path, e.message))
 }

@@ -132,7 +132,11 @@ impl Decoder {
     pub fn finish(&mut self) -> Option<Event> {
         let line = std::mem::take(&mut self.line);
         self.skip_lf = false;
-        let pending = if line.is_empty() { None } else { self.process_line(&line) };
+        let pending = if line.is_empty() {
+            None
+        } else {
+            self.process_line(&line)
+        };
         pending.or_else(|| self.dispatch())
     }
 

@@ -28,11 +28,7 @@ fn main() {
         ))
     });
     let url = demo.envoy.url("");
-    let provider = if demo.settings.openai_key.is_some() {
-        "OpenAI (api.openai.com), key from OPENAI_API_KEY".to_string()
-    } else {
-        format!("mock provider on {}", demo.mock.addr)
-    };
+    let provider = demo.settings.provider().1;
     println!(
         r#"
 AI gateway running: {url}   (Ctrl-C stops it)
@@ -45,7 +41,11 @@ Try:
     -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Hello!"}}]}}'
   curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \
     -d '{{"model":"gpt-4o-mini","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"Hello!"}}]}}'
+  curl -s {url}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
+    -d '{{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{{"role":"user","content":"Hello!"}}]}}'
   curl -s {admin}/stats/prometheus | grep token
+
+SDKs: OpenAI(base_url="{url}/v1"), Anthropic(base_url="{url}") — any API key.
 "#,
         admin = demo.envoy.admin_url(""),
         run = demo.settings.run_dir.display(),

@@ -104,7 +104,10 @@ struct RawProvider {
 fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
     match value {
         Value::Object(map) => parse_object(&map),
-        other => Err(ConfigError::new("", format!("expected an object, got {other}"))),
+        other => Err(ConfigError::new(
+            "",
+            format!("expected an object, got {other}"),
+        )),
     }
 }
 

@@ -270,7 +270,11 @@ fn messages_request(
     }
     if messages.is_empty() && !system.is_empty() {
         // OpenAI accepts a conversation of instructions only; Anthropic needs a user turn.
-        push_turn(&mut messages, "user", vec![json!({"type": "text", "text": system.join("\n\n")})]);
+        push_turn(
+            &mut messages,
+            "user",
+            vec![json!({"type": "text", "text": system.join("\n\n")})],
+        );
         system.clear();
     }
     let mut body = Map::new();

@@ -19,9 +19,9 @@ pub fn from_provider(status: u16, body: &[u8]) -> ApiError {
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         let raw = String::from_utf8_lossy(body);
         let message = if raw.trim().is_empty() {
-            format!("provider answered {status} with an empty body")
+            format!("upstream error {status} with an empty body")
         } else {
-            format!("provider answered {status}: {}", truncate(raw.trim()))
+            format!("upstream error {status}: {}", truncate(raw.trim()))
         };
         return ApiError::new(status, fallback_type, message);
     };
@@ -101,9 +101,9 @@ mod tests {
             ("rate_limit_error", Some("429"))
         );
         let e = from_provider(502, b"<html>Bad Gateway</html>");
-        assert_eq!(e.message, "provider answered 502: <html>Bad Gateway</html>");
+        assert_eq!(e.message, "upstream error 502: <html>Bad Gateway</html>");
         let e = from_provider(500, b"");
-        assert_eq!(e.message, "provider answered 500 with an empty body");
+        assert_eq!(e.message, "upstream error 500 with an empty body");
         let e = from_provider(400, br#"{"detail":"nope"}"#);
         assert_eq!(e.message, "nope");
     }

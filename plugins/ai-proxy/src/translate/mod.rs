@@ -55,7 +55,11 @@ impl Api {
 
 /// The complete events of the next piece of an SSE body; at the end, also an event the stream
 /// did not close with a blank line.
-pub fn events(decoder: &mut aigw_shared::sse::Decoder, input: &[u8], end: bool) -> Vec<aigw_shared::sse::Event> {
+pub fn events(
+    decoder: &mut aigw_shared::sse::Decoder,
+    input: &[u8],
+    end: bool,
+) -> Vec<aigw_shared::sse::Event> {
     let mut events = Vec::new();
     decoder.push_with(input, |e| events.push(e));
     if end {
@@ -163,7 +167,10 @@ pub fn provider_adapter(
 pub fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     aigw_shared::json::parse(body).map_err(|e| {
         if e.syntax {
-            ApiError::invalid_request(None, format!("request body is not valid JSON: {}", e.message))
+            ApiError::invalid_request(
+                None,
+                format!("request body is not valid JSON: {}", e.message),
+            )
         } else if e.path.is_empty() {
             ApiError::invalid_request(None, format!("request body: {}", e.message))
         } else {

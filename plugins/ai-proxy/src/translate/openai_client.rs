@@ -5,8 +5,8 @@
 //! extra usage-only chunk is removed again on the way back, so the client gets exactly the
 //! stream it asked for.
 
-use super::{parse_request, ClientAdapter, Plan, ResponseStage};
-use aigw_shared::body::is_event_stream;
+use super::{errors, parse_request, ClientAdapter, Plan, ResponseStage};
+use aigw_shared::body::{is_event_stream, is_json};
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::openai::{ChatRequest, StreamOptions};
 use aigw_shared::sse::{self, Decoder, Event};
@@ -17,6 +17,9 @@ use serde_json::Value;
 pub struct OpenAiClient {
     strip_usage_chunk: bool,
     decoder: Decoder,
+    /// A non-JSON error body is collected and answered as an OpenAI error with this status.
+    wrap_error: Option<u16>,
+    error_body: Vec<u8>,
 }
 
 impl ClientAdapter for OpenAiClient {
@@ -39,7 +42,15 @@ impl ClientAdapter for OpenAiClient {
 
 impl ResponseStage for OpenAiClient {
     fn plan(&mut self, status: u16, content_type: &str) -> Plan {
-        if self.strip_usage_chunk && status < 300 && is_event_stream(content_type) {
+        if status >= 400 && !is_json(content_type) {
+            // Envoy's own replies ("no healthy upstream", timeouts) are plain text: give the
+            // client an error object it can parse.
+            self.wrap_error = Some(status);
+            Plan {
+                content_type: Some("application/json"),
+                ..Plan::WHOLE
+            }
+        } else if self.strip_usage_chunk && status < 300 && is_event_stream(content_type) {
             Plan::STREAM
         } else {
             Plan::PASSTHROUGH
@@ -47,6 +58,15 @@ impl ResponseStage for OpenAiClient {
     }
 
     fn translate(&mut self, input: &[u8], end: bool, out: &mut Vec<u8>) {
+        if let Some(status) = self.wrap_error {
+            self.error_body.extend_from_slice(input);
+            if end {
+                out.extend_from_slice(
+                    &errors::from_provider(status, &self.error_body).body(ClientApi::OpenAi),
+                );
+            }
+            return;
+        }
         for event in super::events(&mut self.decoder, input, end) {
             if !is_usage_only_chunk(&event) {
                 sse::write_event(out, event.event.as_deref(), &event.data);
@@ -104,6 +124,23 @@ mod tests {
             out.contains("\"Hi\"") && out.ends_with("data: [DONE]\n\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn plain_text_errors_become_openai_errors() {
+        let mut client = OpenAiClient::default();
+        assert_eq!(
+            client.plan(503, "text/plain").mode,
+            super::super::BodyMode::Whole
+        );
+        let mut out = Vec::new();
+        client.translate(b"no healthy upstream", true, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "upstream error 503: no healthy upstream"
+        );
+        assert_eq!(v["error"]["type"], "server_error");
     }
 
     #[test]

@@ -17,24 +17,36 @@ use std::path::PathBuf;
 fn fixtures() -> Option<PathBuf> {
     let dir = std::env::var_os("AIGW_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/providers"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/providers")
+        });
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("skipped: no recorded transcripts at {} (they are not part of this repository)", dir.display());
+        println!(
+            "skipped: no recorded transcripts at {} (they are not part of this repository)",
+            dir.display()
+        );
         None
     }
 }
 
 /// The fixture files of a folder whose names end with `suffix`.
 fn files(folder: &str, suffix: &str) -> Vec<(String, Vec<u8>)> {
-    let Some(dir) = fixtures() else { return Vec::new() };
+    let Some(dir) = fixtures() else {
+        return Vec::new();
+    };
     let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join(folder))
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     found.sort();
     assert!(!found.is_empty(), "no {suffix} files in {folder}");
@@ -46,15 +58,29 @@ fn sse(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
     text.split("\n\n")
         .filter_map(|event| {
-            let kind = event.lines().find_map(|l| l.strip_prefix("event:")).map(|k| k.trim().to_string()).unwrap_or_default();
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d))).collect();
+            let kind = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .map(|k| k.trim().to_string())
+                .unwrap_or_default();
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("data:")
+                        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                })
+                .collect();
             (!data.is_empty()).then(|| (kind, data.join("\n")))
         })
         .collect()
 }
 
 fn json_events(body: &[u8]) -> Vec<Value> {
-    sse(body).into_iter().filter(|(_, d)| d != "[DONE]").map(|(_, d)| serde_json::from_str(&d).unwrap()).collect()
+    sse(body)
+        .into_iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .map(|(_, d)| serde_json::from_str(&d).unwrap())
+        .collect()
 }
 
 /// What a stream says, whatever its format.
@@ -76,7 +102,11 @@ fn anthropic_said(body: &[u8]) -> Said {
             "content_block_start" if event["content_block"]["type"] == "tool_use" => {
                 tool_at.insert(event["index"].as_u64().unwrap(), said.tools.len());
                 let block = &event["content_block"];
-                said.tools.push((block["id"].as_str().unwrap().into(), block["name"].as_str().unwrap().into(), String::new()));
+                said.tools.push((
+                    block["id"].as_str().unwrap().into(),
+                    block["name"].as_str().unwrap().into(),
+                    String::new(),
+                ));
             }
             "content_block_delta" => {
                 let d = &event["delta"];
@@ -85,7 +115,9 @@ fn anthropic_said(body: &[u8]) -> Said {
                     "thinking_delta" => said.reasoning.push_str(d["thinking"].as_str().unwrap()),
                     "input_json_delta" => {
                         if let Some(&i) = tool_at.get(&event["index"].as_u64().unwrap()) {
-                            said.tools[i].2.push_str(d["partial_json"].as_str().unwrap());
+                            said.tools[i]
+                                .2
+                                .push_str(d["partial_json"].as_str().unwrap());
                         }
                     }
                     _ => {}
@@ -107,10 +139,13 @@ fn openai_said(body: &[u8]) -> Said {
         if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
             said.output_tokens = u["completion_tokens"].as_u64();
         }
-        let Some(choice) = chunk.pointer("/choices/0") else { continue };
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            continue;
+        };
         let delta = &choice["delta"];
         said.text.push_str(delta["content"].as_str().unwrap_or(""));
-        said.reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+        said.reasoning
+            .push_str(delta["reasoning_content"].as_str().unwrap_or(""));
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             let index = call["index"].as_u64().unwrap() as usize;
             if said.tools.len() <= index {
@@ -123,7 +158,11 @@ fn openai_said(body: &[u8]) -> Said {
             if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
                 entry.1.push_str(name);
             }
-            entry.2.push_str(call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or(""));
+            entry.2.push_str(
+                call.pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            );
         }
         if let Some(reason) = choice["finish_reason"].as_str() {
             said.stop = reason.into();
@@ -135,7 +174,11 @@ fn openai_said(body: &[u8]) -> Said {
 /// Tool arguments compare as JSON (an empty argument string is `{}`).
 fn normalise(mut said: Said) -> Said {
     for tool in &mut said.tools {
-        let parsed: Value = if tool.2.trim().is_empty() { serde_json::json!({}) } else { serde_json::from_str(&tool.2).unwrap() };
+        let parsed: Value = if tool.2.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&tool.2).unwrap()
+        };
         tool.2 = parsed.to_string();
     }
     said
@@ -159,9 +202,20 @@ fn anthropic_streams_become_the_same_openai_chunks_at_every_split() {
         assert_eq!(got.text, expected.text, "{name}");
         assert_eq!(got.reasoning, expected.reasoning, "{name}");
         assert_eq!(got.tools, expected.tools, "{name}");
-        assert_eq!(got.stop, super::anthropic::finish_reason(&expected.stop), "{name}");
-        assert_eq!(got.output_tokens, expected.output_tokens, "{name}: usage chunk");
-        assert_eq!(sse(&out).last().map(|(_, d)| d.as_str()), Some("[DONE]"), "{name}");
+        assert_eq!(
+            got.stop,
+            super::anthropic::finish_reason(&expected.stop),
+            "{name}"
+        );
+        assert_eq!(
+            got.output_tokens, expected.output_tokens,
+            "{name}: usage chunk"
+        );
+        assert_eq!(
+            sse(&out).last().map(|(_, d)| d.as_str()),
+            Some("[DONE]"),
+            "{name}"
+        );
     }
 }
 
@@ -173,13 +227,25 @@ fn openai_streams_become_the_same_anthropic_events_at_every_split() {
         let got = normalise(anthropic_said(&out));
         assert_eq!(got.text, expected.text, "{name}");
         assert_eq!(got.tools, expected.tools, "{name}");
-        assert_eq!(got.stop, super::anthropic::stop_reason(&expected.stop), "{name}");
+        assert_eq!(
+            got.stop,
+            super::anthropic::stop_reason(&expected.stop),
+            "{name}"
+        );
         if expected.output_tokens.is_some() {
             assert_eq!(got.output_tokens, expected.output_tokens, "{name}");
         }
         let kinds: Vec<String> = sse(&out).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(kinds.first().map(String::as_str), Some("message_start"), "{name}");
-        assert_eq!(kinds.last().map(String::as_str), Some("message_stop"), "{name}");
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("message_start"),
+            "{name}"
+        );
+        assert_eq!(
+            kinds.last().map(String::as_str),
+            Some("message_stop"),
+            "{name}"
+        );
     }
 }
 
@@ -189,17 +255,37 @@ fn azure_streams_are_normalised_at_every_split() {
     let mut streams = files("azure-openai", ".response.sse");
     // The recorder of the `.chunks.jsonl` files kept only the data payloads: frame them again.
     for (name, lines) in files("azure-openai", "chat-streaming-usage.chunks.jsonl") {
-        let framed: String = String::from_utf8(lines).unwrap().lines().map(|l| format!("data: {l}\n\n")).collect::<String>() + "data: [DONE]\n\n";
+        let framed: String = String::from_utf8(lines)
+            .unwrap()
+            .lines()
+            .map(|l| format!("data: {l}\n\n"))
+            .collect::<String>()
+            + "data: [DONE]\n\n";
         streams.push((name, framed.into_bytes()));
     }
     let azure = provider_type("azure").unwrap();
     for (name, body) in streams {
         let out = same_at_every_split(|| OpenAiCompat::new(azure), 200, "text/event-stream", &body);
         let chunks = json_events(&out);
-        assert!(chunks.iter().all(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty()) || !c["usage"].is_null()), "{name}: {chunks:#?}");
-        assert!(chunks.iter().all(|c| c.pointer("/choices/0").is_none_or(|choice| choice.get("delta").is_some())), "{name}");
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())
+                    || !c["usage"].is_null()),
+            "{name}: {chunks:#?}"
+        );
+        assert!(
+            chunks.iter().all(|c| c
+                .pointer("/choices/0")
+                .is_none_or(|choice| choice.get("delta").is_some())),
+            "{name}"
+        );
         assert_eq!(openai_said(&out).text, openai_said(&body).text, "{name}");
-        assert_eq!(sse(&out).last().map(|(_, d)| d.as_str()), Some("[DONE]"), "{name}: the unterminated last event is kept");
+        assert_eq!(
+            sse(&out).last().map(|(_, d)| d.as_str()),
+            Some("[DONE]"),
+            "{name}: the unterminated last event is kept"
+        );
     }
 }
 
@@ -214,21 +300,50 @@ fn anthropic_messages_become_completions() {
         claude.translate(&body, true, &mut out);
         let got: Value = serde_json::from_slice(&out).unwrap();
         if status != 200 {
-            assert_eq!(got["error"]["message"], message["error"]["message"], "{name}");
+            assert_eq!(
+                got["error"]["message"], message["error"]["message"],
+                "{name}"
+            );
             assert_eq!(got["error"]["type"], message["error"]["type"], "{name}");
             continue;
         }
         let blocks = message["content"].as_array().unwrap();
-        let text: String = blocks.iter().filter(|b| b["type"] == "text").map(|b| b["text"].as_str().unwrap()).collect();
+        let text: String = blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .map(|b| b["text"].as_str().unwrap())
+            .collect();
         let reply = &got["choices"][0]["message"];
         assert_eq!(reply["content"].as_str().unwrap_or(""), text, "{name}");
         let tools = blocks.iter().filter(|b| b["type"] == "tool_use").count();
-        assert_eq!(reply["tool_calls"].as_array().map_or(0, Vec::len), tools, "{name}");
+        assert_eq!(
+            reply["tool_calls"].as_array().map_or(0, Vec::len),
+            tools,
+            "{name}"
+        );
         let u = &message["usage"];
-        let prompt = ["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"].iter().map(|k| u[k].as_u64().unwrap_or(0)).sum::<u64>();
-        assert_eq!(got["usage"]["prompt_tokens"].as_u64(), Some(prompt), "{name}");
-        assert_eq!(got["usage"]["completion_tokens"], u["output_tokens"], "{name}");
-        assert_eq!(got["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(u["cache_read_input_tokens"].as_u64().unwrap_or(0)), "{name}");
+        let prompt = [
+            "input_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ]
+        .iter()
+        .map(|k| u[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+        assert_eq!(
+            got["usage"]["prompt_tokens"].as_u64(),
+            Some(prompt),
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["completion_tokens"], u["output_tokens"],
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+            Some(u["cache_read_input_tokens"].as_u64().unwrap_or(0)),
+            "{name}"
+        );
     }
 }
 
@@ -236,7 +351,11 @@ fn anthropic_messages_become_completions() {
 fn openai_completions_and_errors_become_anthropic_messages() {
     for (name, body) in files("openai-chat", ".response.json") {
         let completion: Value = serde_json::from_slice(&body).unwrap();
-        let status = if completion.get("error").is_some() { 400 } else { 200 };
+        let status = if completion.get("error").is_some() {
+            400
+        } else {
+            200
+        };
         let mut client = AnthropicClient::default();
         client.plan(status, "application/json");
         let mut out = Vec::new();
@@ -244,15 +363,36 @@ fn openai_completions_and_errors_become_anthropic_messages() {
         let got: Value = serde_json::from_slice(&out).unwrap();
         if status != 200 {
             assert_eq!(got["type"], "error", "{name}");
-            assert_eq!(got["error"]["message"], completion["error"]["message"], "{name}");
+            assert_eq!(
+                got["error"]["message"], completion["error"]["message"],
+                "{name}"
+            );
             continue;
         }
         let reply = &completion["choices"][0]["message"];
-        let text: String = got["content"].as_array().unwrap().iter().filter(|b| b["type"] == "text").map(|b| b["text"].as_str().unwrap()).collect();
+        let text: String = got["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .map(|b| b["text"].as_str().unwrap())
+            .collect();
         assert_eq!(text, reply["content"].as_str().unwrap_or(""), "{name}");
         let calls = reply["tool_calls"].as_array().map_or(0, Vec::len);
-        assert_eq!(got["content"].as_array().unwrap().iter().filter(|b| b["type"] == "tool_use").count(), calls, "{name}");
-        assert_eq!(got["usage"]["output_tokens"], completion["usage"]["completion_tokens"], "{name}");
+        assert_eq!(
+            got["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "tool_use")
+                .count(),
+            calls,
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["output_tokens"], completion["usage"]["completion_tokens"],
+            "{name}"
+        );
     }
 }
 
@@ -260,15 +400,35 @@ fn openai_completions_and_errors_become_anthropic_messages() {
 fn recorded_anthropic_requests_survive_the_round_trip_through_the_canonical_format() {
     for (name, body) in files("anthropic-messages", ".request.json") {
         let original: Value = serde_json::from_slice(&body).unwrap();
-        let canonical = AnthropicClient::default().request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let canonical = AnthropicClient::default()
+            .request(&body)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut claude = Claude::new("2023-06-01", 1024, 1);
-        let back: Value = serde_json::from_slice(&claude.chat_request(canonical, original["model"].as_str().unwrap()).unwrap()).unwrap();
+        let back: Value = serde_json::from_slice(
+            &claude
+                .chat_request(canonical, original["model"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(back["model"], original["model"], "{name}");
         assert_eq!(back["max_tokens"], original["max_tokens"], "{name}");
-        let roles = |v: &Value| v["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let roles = |v: &Value| {
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["role"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(roles(&back), roles(&original), "{name}");
         let tool_names = |v: &Value| {
-            v["tools"].as_array().into_iter().flatten().filter(|t| t.get("input_schema").is_some()).map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+            v["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t.get("input_schema").is_some())
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
         };
         assert_eq!(tool_names(&back), tool_names(&original), "{name}");
     }
@@ -280,11 +440,21 @@ fn recorded_openai_requests_become_valid_anthropic_requests() {
         if name.starts_with("error-") {
             continue; // requests the provider refused as recorded
         }
-        let request: ChatRequest = super::parse_request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let request: ChatRequest =
+            super::parse_request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut claude = Claude::new("2023-06-01", 1024, 1);
-        let out: Value = serde_json::from_slice(&claude.chat_request(request, "claude").unwrap()).unwrap();
-        let roles: Vec<&str> = out["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
-        assert!(roles.windows(2).all(|w| w[0] != w[1]), "{name}: turns alternate: {roles:?}");
+        let out: Value =
+            serde_json::from_slice(&claude.chat_request(request, "claude").unwrap()).unwrap();
+        let roles: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert!(
+            roles.windows(2).all(|w| w[0] != w[1]),
+            "{name}: turns alternate: {roles:?}"
+        );
         assert_eq!(roles.first(), Some(&"user"), "{name}");
         assert!(out["max_tokens"].as_u64().unwrap() > 0, "{name}");
     }
