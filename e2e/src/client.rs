@@ -143,6 +143,29 @@ impl Streamed {
             .collect()
     }
 
+    /// Named events (`event:` + JSON `data:`), as Anthropic streams them.
+    pub fn events(&self) -> Vec<(String, Value)> {
+        String::from_utf8_lossy(&self.body)
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                let kind = e
+                    .lines()
+                    .find_map(|l| l.strip_prefix("event: "))
+                    .unwrap_or("")
+                    .to_string();
+                let data = e
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap_or("null");
+                (
+                    kind,
+                    serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}")),
+                )
+            })
+            .collect()
+    }
+
     /// The streamed assistant text, concatenated.
     pub fn text(&self) -> String {
         self.chunks()
@@ -204,4 +227,16 @@ fn stream_inner(url: &str, body: &Value, headers: &[(&str, &str)], keep: bool) -
         total: start.elapsed(),
     };
     (streamed, count)
+}
+
+/// The arguments of the first tool call of an OpenAI stream, from its fragments.
+pub fn tool_arguments(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/tool_calls/0/function/arguments")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
 }

@@ -197,6 +197,34 @@ impl Envoy {
         rss_bytes(self.pid()).unwrap_or(0)
     }
 
+    /// Runs `work` while sampling Envoy's resident memory every 10 ms; returns its result and
+    /// how far the peak rose above the memory before it started.
+    pub fn rss_growth_during<T>(&self, work: impl FnOnce() -> T) -> (T, u64) {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let baseline = self.rss_bytes();
+        let peak = Arc::new(AtomicU64::new(baseline));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (peak, done, pid) = (peak.clone(), done.clone(), self.pid());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if let Some(rss) = rss_bytes(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        (
+            result,
+            peak.load(Ordering::Relaxed).saturating_sub(baseline),
+        )
+    }
+
     /// `/stats` as name → value, counters and gauges only.
     pub fn stats(&self) -> HashMap<String, u64> {
         let text = crate::client::get(&self.admin_url("/stats"))

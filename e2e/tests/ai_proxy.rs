@@ -1,15 +1,12 @@
 //! ai-proxy through real Envoy: OpenAI and Anthropic clients, OpenAI-style, Azure and Anthropic
 //! providers, as a downstream filter and as an upstream filter picking the provider per attempt.
 
-use e2e::client::{get_with, post_json, post_stream, post_stream_count};
+use e2e::client::{get_with, post_json, post_stream, post_stream_count, tool_arguments};
 use e2e::config::{failover_route, provider_cluster, ProviderEndpoint};
 use e2e::mock::openai::content_pieces;
-use e2e::process::rss_bytes;
 use e2e::{Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
@@ -216,7 +213,7 @@ fn anthropic_client_over_an_openai_provider() {
         ],
     );
     assert_eq!(streamed.status, 200);
-    let events = anthropic_events(&streamed.body);
+    let events = streamed.events();
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"message_start"));
     assert_eq!(
@@ -334,29 +331,6 @@ fn models_are_listed_by_the_gateway() {
     assert_eq!(mock.requests.count(), 0);
 }
 
-/// Events of an Anthropic SSE body as (type, data).
-fn anthropic_events(body: &[u8]) -> Vec<(String, Value)> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let kind = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("")
-                .to_string();
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("null");
-            (
-                kind,
-                serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}")),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn upstream_filter_takes_provider_and_model_from_the_endpoint_for_each_attempt() {
     let backup = MockServer::start(OpenAiMock::with_key("sk-backup-key-0123"));
@@ -468,7 +442,8 @@ fn concurrent_translated_streams_never_mix() {
                         ("x-mock-delay-ms", "5"),
                     ],
                 );
-                let text: String = anthropic_events(&streamed.body)
+                let text: String = streamed
+                    .events()
                     .iter()
                     .filter_map(|(_, e)| {
                         e.pointer("/delta/text")
@@ -519,30 +494,15 @@ fn a_twenty_megabyte_translated_stream_keeps_envoy_memory_bounded() {
     );
     assert_eq!(warm.status, 200);
     std::thread::sleep(Duration::from_millis(300));
-    let baseline = envoy.rss_bytes();
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done, pid) = (peak.clone(), done.clone(), envoy.pid());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_bytes(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let (streamed, bytes) = post_stream_count(
-        &url,
-        &streaming(anthropic_message("claude")),
-        &headers("20000"),
-    );
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let ((streamed, bytes), growth) = envoy.rss_growth_during(|| {
+        post_stream_count(
+            &url,
+            &streaming(anthropic_message("claude")),
+            &headers("20000"),
+        )
+    });
     assert_eq!(streamed.status, 200);
     assert!(bytes > 20_000_000, "streamed {bytes} bytes");
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
     println!(
         "20 MB translated stream: {bytes} bytes to the client, Envoy RSS growth {} KiB",
         growth >> 10
@@ -620,15 +580,7 @@ fn openai_client_over_an_anthropic_provider() {
     );
     assert_eq!(reply.json()["choices"][0]["finish_reason"], "tool_calls");
     let streamed = post_stream(&url, &streaming(with_tools), &[]);
-    let arguments: String = streamed
-        .chunks()
-        .iter()
-        .filter_map(|c| {
-            c.pointer("/choices/0/delta/tool_calls/0/function/arguments")?
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let arguments = tool_arguments(&streamed.chunks());
     assert_eq!(
         serde_json::from_str::<Value>(&arguments).unwrap(),
         json!({"city": "Paris"})
@@ -677,10 +629,7 @@ fn anthropic_client_over_an_anthropic_provider_is_passed_through() {
         &streaming(anthropic_message("claude-opus")),
         &ANTHROPIC_HEADERS,
     );
-    let kinds: Vec<String> = anthropic_events(&streamed.body)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let kinds: Vec<String> = streamed.events().into_iter().map(|(k, _)| k).collect();
     assert_eq!(kinds.first().map(String::as_str), Some("message_start"));
     assert_eq!(kinds.last().map(String::as_str), Some("message_stop"));
 }
@@ -743,10 +692,19 @@ fn azure_deployments_and_filter_chunks() {
     assert_eq!(unknown.json()["error"]["code"], "DeploymentNotFound");
 }
 
+/// (type, extra provider keys, host, chat path, auth header sent, stream_options forwarded)
+type Expected = (
+    &'static str,
+    Value,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    bool,
+);
+
 #[test]
 fn every_openai_compatible_provider_is_addressed_as_documented() {
-    // (type, extra provider keys, host, chat path, auth header sent, stream_options forwarded)
-    let table: &[(&str, Value, &str, &str, Option<&str>, bool)] = &[
+    let table: &[Expected] = &[
         (
             "openai",
             json!({}),

@@ -3,11 +3,9 @@
 
 use e2e::client::{post_json, post_stream, post_stream_count};
 use e2e::mock::openai::content_pieces;
-use e2e::process::rss_bytes;
 use e2e::{python, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-test-statistics";
@@ -358,28 +356,11 @@ fn twenty_megabyte_stream_keeps_envoy_memory_bounded() {
     assert_eq!(warm.status, 200);
     std::thread::sleep(Duration::from_millis(300));
     let baseline = envoy.rss_bytes();
-
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done, pid) = (peak.clone(), done.clone(), envoy.pid());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_bytes(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
     let chunks = 20_000;
-    let (streamed, bytes) = post_stream_count(&url, &chat("gpt-4o", true), &headers("20000"));
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let ((streamed, bytes), growth) = envoy
+        .rss_growth_during(|| post_stream_count(&url, &chat("gpt-4o", true), &headers("20000")));
     assert_eq!(streamed.status, 200);
     assert!(bytes > 20_000_000, "streamed {bytes} bytes");
-
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
     println!(
         "20 MB stream: {bytes} bytes, Envoy RSS baseline {} MiB, growth {} KiB",
         baseline >> 20,

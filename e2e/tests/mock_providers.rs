@@ -249,14 +249,7 @@ fn streamed_tool_call_has_the_recorded_deltas() {
     };
     assert_same_shape("finish chunk", &finish(&real), &finish(&mocked));
     // The argument fragments concatenate to the JSON arguments.
-    let arguments: String = mocked
-        .iter()
-        .filter_map(|c| {
-            c.pointer("/choices/0/delta/tool_calls/0/function/arguments")?
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let arguments = e2e::client::tool_arguments(&mocked);
     serde_json::from_str::<Map<String, Value>>(&arguments).expect("arguments are a JSON object");
 }
 

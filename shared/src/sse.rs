@@ -438,7 +438,7 @@ mod tests {
         assert!(decoder.finish().unwrap().is_done());
         assert_eq!(decoder.finish(), None);
         let mut decoder = Decoder::new();
-        decoder.push(b"data: x\n");
+        assert_eq!(decoder.push(b"data: x\n").count(), 0);
         assert_eq!(decoder.finish(), Some(Event::data("x")));
     }
 

@@ -55,6 +55,9 @@ struct Load {
 
 const MOCK_KEY: &str = "sk-bench";
 
+/// A streaming measurement: name, URL, body, headers.
+type StreamRow<'a> = (String, String, &'a Value, &'a [(&'a str, &'a str)]);
+
 fn main() {
     let plan = Plan::from_env();
     let mock = MockServer::start(OpenAiMock::with_key(MOCK_KEY));
@@ -156,7 +159,7 @@ fn main() {
         ("x-mock-chunks", "20"),
         ("x-mock-delay-ms", "1"),
     ];
-    let rows: Vec<(String, String, &Value, &[(&str, &str)])> = targets
+    let rows: Vec<StreamRow> = targets
         .iter()
         .map(|t| {
             (

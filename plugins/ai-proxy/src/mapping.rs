@@ -38,7 +38,9 @@ impl ModelMapping {
                 mapping.exact.insert(key.clone(), target);
             }
         }
-        mapping.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        mapping
+            .prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(mapping)
     }
 
