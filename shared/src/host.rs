@@ -88,6 +88,60 @@ pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
     }
 }
 
+/// Sends a callout. `Err` means Envoy refused it at once (unknown cluster, no healthy host)
+/// and no `on_http_call_response` will come: treat it like an unreachable service.
+pub fn dispatch(callout: &crate::callout::Callout) -> Result<u32, String> {
+    hostcalls::dispatch_http_call(
+        &callout.cluster,
+        callout.all_headers(),
+        Some(&callout.body),
+        Vec::new(),
+        callout.timeout,
+    )
+    .map_err(|status| format!("cannot call cluster {}: {status:?}", callout.cluster))
+}
+
+/// The response of the callout whose `on_http_call_response` is running.
+pub fn callout_response(body_size: usize) -> crate::callout::Outcome {
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok());
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    crate::callout::Outcome::classify(status, body)
+}
+
+/// A value in Envoy shared data (all workers of one Envoy) and its CAS token.
+pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Updates a shared-data value with compare-and-swap, retrying when another worker wrote in
+/// between. `update` gets the current value and returns the new one (or `None` to leave it).
+/// Returns the value written, or `None` if nothing was written.
+pub fn shared_update(
+    key: &str,
+    mut update: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    for _ in 0..16 {
+        let (current, cas) = shared_get(key);
+        let next = update(current.as_deref())?;
+        match hostcalls::set_shared_data(key, Some(&next), cas) {
+            Ok(()) => return Some(next),
+            Err(Status::CasMismatch) => continue,
+            Err(status) => {
+                log::warn!("shared data {key}: {status:?}");
+                return None;
+            }
+        }
+    }
+    log::warn!("shared data {key}: gave up after repeated concurrent updates");
+    None
+}
+
 /// Milliseconds since the epoch from the proxy's clock.
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()

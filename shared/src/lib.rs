@@ -4,6 +4,7 @@
 //! in wasm; `host` holds the thin wrappers over proxy-wasm host calls.
 
 pub mod body;
+pub mod callout;
 pub mod error;
 pub mod json;
 pub mod metrics;
@@ -11,6 +12,7 @@ pub mod openai;
 pub mod rules;
 pub mod sse;
 pub mod usage;
+pub mod webdis;
 
 #[cfg(feature = "host")]
 pub mod host;

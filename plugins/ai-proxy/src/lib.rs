@@ -20,9 +20,8 @@ use aigw_shared::rules::{RequestKeys, RuleSet};
 use config::{Config, Provider};
 use keys::{refuses_key, Cooldowns};
 use provider::WireFormat;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::rc::Rc;
 use translate::{Api, BodyMode, ClientAdapter, ProviderAdapter};
 
@@ -472,15 +471,11 @@ impl Exchange {
             .clamp(1, 3600);
         let now = host::now_ms();
         let key = cooldown_key(&provider.id);
-        for _ in 0..8 {
-            let (data, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
-            let mut cooldowns = Cooldowns::decode(&data.unwrap_or_default());
+        host::shared_update(&key, |current| {
+            let mut cooldowns = Cooldowns::decode(current.unwrap_or_default());
             cooldowns.set(index, now + seconds * 1000, now);
-            match hostcalls::set_shared_data(&key, Some(&cooldowns.encode()), cas) {
-                Err(Status::CasMismatch) => continue,
-                _ => break,
-            }
-        }
+            Some(cooldowns.encode())
+        });
         log::info!(
             "ai-proxy: provider {} key #{index} set aside for {seconds} s",
             provider.id
@@ -506,10 +501,11 @@ fn cooldown_key(provider_id: &str) -> String {
 }
 
 fn read_cooldowns(provider_id: &str) -> Cooldowns {
-    match hostcalls::get_shared_data(&cooldown_key(provider_id)) {
-        Ok((Some(bytes), _)) => Cooldowns::decode(&bytes),
-        _ => Cooldowns::default(),
-    }
+    Cooldowns::decode(
+        &host::shared_get(&cooldown_key(provider_id))
+            .0
+            .unwrap_or_default(),
+    )
 }
 
 /// The JSON body with its `model` replaced (other fields untouched).
