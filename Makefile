@@ -20,7 +20,7 @@ PYDEPS_STAMP := $(VENV)/.pydeps-$(shell cksum < e2e/requirements.txt | cut -d' '
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
 WASM_BINDGEN_RUNNER := $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION)/bin/wasm-bindgen-test-runner
 
-.PHONY: help build wasm-target envoy pydeps run test test-unit test-wasm test-e2e e2e bench fmt lint clean
+.PHONY: help build wasm-target envoy pydeps services run test test-unit test-wasm test-e2e e2e bench fmt lint clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -48,6 +48,11 @@ $(PYDEPS_STAMP): e2e/requirements.txt | $(ENVOY_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
 	@rm -f $(VENV)/.pydeps-* && touch $@
 
+# Services some e2e tests run for real (Redis, Webdis, Chroma, an embedding model): each
+# e2e/services/*.sh installs what it needs when missing, and is quiet when all is there.
+services: $(ENVOY_STAMP)
+	@for script in e2e/services/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
+
 $(WASM_BINDGEN_RUNNER):
 	@echo "building wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (once; a few minutes)"
 	$(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --no-default-features \
@@ -71,7 +76,7 @@ test-wasm: $(WASM_BINDGEN_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_BINDGEN_RUNNER)) \
 	  $(CARGO) test -p aigw-shared --no-default-features --target wasm32-unknown-unknown --lib --tests
 
-test-e2e: build envoy pydeps
+test-e2e: build envoy pydeps services
 	$(CARGO) test -p e2e --tests
 
 e2e: test-e2e
