@@ -2,6 +2,7 @@
 //!
 //! Everything a test starts is stopped when the test ends, also when it fails (see `process`).
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -1,42 +1,9 @@
-//! `make bench`: requests/s and latency of bare Envoy and Envoy with the plugins, on the same
-//! mock provider, in one run. Configurations are measured in interleaved rounds and the median
-//! round is reported, so a noisy moment on the machine hits every configuration alike.
-//!
-//! Non-streaming load comes from wrk (`e2e/bench/chat.lua`, one thread); streaming time to first
-//! byte is measured by sequential requests through the harness client. Envoy runs one worker:
-//! on a 2-core machine shared with the load generator and the mock, that makes Envoy's CPU cost
-//! per request decide the figures rather than how the cores happen to be shared.
+//! The core section: bare Envoy, Envoy + ai-statistics, Envoy + ai-proxy.
 
+use e2e::bench::{median_by_rps, num_cpus, percentile, wrk, Load, Plan};
 use e2e::client::post_stream;
 use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
-use std::process::Command;
-
-const CONNECTIONS: [u32; 2] = [16, 64];
-
-/// Rounds, seconds per wrk run and streams per round; `BENCH_ROUNDS`, `BENCH_SECONDS` and
-/// `BENCH_STREAMS` shorten a run while working on performance.
-struct Plan {
-    rounds: usize,
-    seconds: u32,
-    streams: usize,
-}
-
-impl Plan {
-    fn from_env() -> Plan {
-        let get = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
-        Plan {
-            rounds: get("BENCH_ROUNDS", 3).max(1),
-            seconds: get("BENCH_SECONDS", 5).max(1) as u32,
-            streams: get("BENCH_STREAMS", 100).max(1),
-        }
-    }
-}
 
 /// One configuration under test: where to send requests, and the Envoy serving them.
 struct Target {
@@ -45,21 +12,14 @@ struct Target {
     _envoy: Option<Envoy>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Load {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    failures: u64,
-}
-
 const MOCK_KEY: &str = "sk-bench";
 
 /// A streaming measurement: name, URL, body, headers.
 type StreamRow<'a> = (String, String, &'a Value, &'a [(&'a str, &'a str)]);
 
-fn main() {
-    let plan = Plan::from_env();
+/// Bare Envoy against Envoy with each plugin, non-streaming throughput and streaming time to
+/// first byte.
+pub fn run(plan: &Plan) {
     let mock = MockServer::start(OpenAiMock::with_key(MOCK_KEY));
     let options = EnvoyOptions {
         concurrency: 1,
@@ -109,7 +69,7 @@ fn main() {
     }
     println!();
 
-    for connections in CONNECTIONS {
+    for connections in [16, 64] {
         let mut rounds: Vec<Vec<Load>> = vec![Vec::new(); targets.len()];
         for _ in 0..plan.rounds {
             for (i, target) in targets.iter().enumerate() {
@@ -212,60 +172,4 @@ fn main() {
             p50 - bare_p50
         );
     }
-}
-
-fn wrk(url: &str, connections: u32, seconds: u32) -> Load {
-    let script = paths::repo_root().join("e2e/bench/chat.lua");
-    let output = Command::new("wrk")
-        .args([
-            "-t",
-            "1",
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-        ])
-        .arg("-s")
-        .arg(&script)
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("wrk: {e} (make bench installs it)"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "wrk printed no figures:\n{stdout}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-    let v: Value = serde_json::from_str(line).expect("wrk figures");
-    let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    Load {
-        rps: n("requests") / (n("duration_us") / 1e6),
-        p50_ms: n("p50_us") / 1000.0,
-        p99_ms: n("p99_us") / 1000.0,
-        failures: (n("socket_errors") + n("non_2xx")) as u64,
-    }
-}
-
-fn median_by_rps(loads: &[Load]) -> Load {
-    let mut sorted = loads.to_vec();
-    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    sorted[sorted.len() / 2]
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(f64::total_cmp);
-    let index = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
-    samples[index]
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -1,0 +1,95 @@
+//! Measuring for `make bench`: load with wrk, time to first byte, medians and percentiles.
+//! Benchmarks print figures (ratios against bare Envoy in the same run); they never fail on speed.
+
+use serde_json::Value;
+use std::process::Command;
+
+/// Rounds, seconds per wrk run and streams per round; `BENCH_ROUNDS`, `BENCH_SECONDS` and
+/// `BENCH_STREAMS` shorten a run while working on performance.
+pub struct Plan {
+    pub rounds: usize,
+    pub seconds: u32,
+    pub streams: usize,
+}
+
+impl Plan {
+    pub fn from_env() -> Plan {
+        let get = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Plan {
+            rounds: get("BENCH_ROUNDS", 3).max(1),
+            seconds: get("BENCH_SECONDS", 5).max(1) as u32,
+            streams: get("BENCH_STREAMS", 100).max(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub failures: u64,
+}
+
+/// Runs wrk with `e2e/bench/chat.lua` (a chat completion) against `url`.
+pub fn wrk(url: &str, connections: u32, seconds: u32) -> Load {
+    let script = crate::paths::repo_root().join("e2e/bench/chat.lua");
+    let output = Command::new("wrk")
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .arg("-s")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("wrk: {e} (make bench installs it)"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no figures:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let v: Value = serde_json::from_str(line).expect("wrk figures");
+    let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Load {
+        rps: n("requests") / (n("duration_us") / 1e6),
+        p50_ms: n("p50_us") / 1000.0,
+        p99_ms: n("p99_us") / 1000.0,
+        failures: (n("socket_errors") + n("non_2xx")) as u64,
+    }
+}
+
+/// The run with the median throughput.
+pub fn median_by_rps(loads: &[Load]) -> Load {
+    let mut sorted = loads.to_vec();
+    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    sorted[sorted.len() / 2]
+}
+
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    let index = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[index]
+}
+
+pub fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
