@@ -7,6 +7,7 @@ pub mod body;
 pub mod callout;
 pub mod error;
 pub mod json;
+pub mod meter;
 pub mod metrics;
 pub mod openai;
 pub mod rules;

@@ -3,14 +3,13 @@
 //! It observes only: every byte is forwarded unchanged and nothing is held back.
 
 pub mod config;
-pub mod meter;
 pub mod record;
 
 use aigw_shared::body::BodyBuffer;
 use aigw_shared::host::{self, Metrics};
+use aigw_shared::meter::{RequestInfo, ResponseMeter};
 use aigw_shared::rules::{RequestKeys, RuleSet};
 use config::Config;
-use meter::{RequestInfo, ResponseMeter};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};

@@ -4,9 +4,9 @@
 //! is parsed only while the first output token is still awaited, or when it can carry usage.
 //! Non-streamed JSON answers are copied up to a limit and parsed once at the end.
 
-use aigw_shared::body::{is_event_stream, is_json, BodyBuffer};
-use aigw_shared::sse::{Decoder, Event};
-use aigw_shared::usage::{Reported, TokenCounts};
+use crate::body::{is_event_stream, is_json, BodyBuffer};
+use crate::sse::{Decoder, Event};
+use crate::usage::{Reported, TokenCounts};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -211,6 +211,8 @@ fn carries_output(event_type: Option<&str>, value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const SSE: &str = "text/event-stream; charset=utf-8";
 
