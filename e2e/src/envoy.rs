@@ -64,7 +64,18 @@ impl Envoy {
     pub fn try_start_with(config: &Value, options: &EnvoyOptions) -> Result<Envoy, String> {
         let dir = options.dir();
         let mut config = config.clone();
-        crate::config::point_logs_at(&mut config, &dir);
+        crate::config::place_in(&mut config, &dir);
+        if let Some(Value::Object(resources)) = config
+            .as_object_mut()
+            .and_then(|c| c.remove(crate::config::ECDS_KEY))
+        {
+            let ecds = dir.join("ecds");
+            std::fs::create_dir_all(&ecds).expect("ecds dir");
+            for (instance, resource) in resources {
+                std::fs::write(ecds.join(format!("{instance}.yaml")), resource.to_string())
+                    .expect("write ecds");
+            }
+        }
         let path = dir.join("envoy.json");
         std::fs::write(
             &path,
@@ -223,6 +234,18 @@ impl Envoy {
             result,
             peak.load(Ordering::Relaxed).saturating_sub(baseline),
         )
+    }
+
+    /// Replaces a plugin instance's ECDS resource the way a deployment would (see
+    /// [`crate::ecds::swap`]); on refusal the error carries the Envoy log tail.
+    pub fn swap(&self, instance: &str, resource: &Value) -> Result<Duration, String> {
+        crate::ecds::swap(
+            &self.admin_url(""),
+            &self.dir.join("ecds"),
+            instance,
+            resource,
+        )
+        .map_err(|why| format!("{why}\n{}", self.log_tail(20)))
     }
 
     /// `/stats` as name → value, counters and gauges only.

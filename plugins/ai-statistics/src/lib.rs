@@ -28,7 +28,16 @@ struct StatsRoot {
     metrics: Option<Rc<RefCell<Metrics>>>,
 }
 
-impl Context for StatsRoot {}
+impl Context for StatsRoot {
+    /// The plugin is being replaced (a swap) or Envoy stops: write the counters summed since
+    /// the last tick, or they would be lost with the VM.
+    fn on_done(&mut self) -> bool {
+        if let Some(metrics) = &self.metrics {
+            metrics.borrow_mut().flush();
+        }
+        true
+    }
+}
 
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {

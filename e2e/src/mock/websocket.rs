@@ -1,0 +1,37 @@
+//! A WebSocket echo server: the long-lived connection that must survive plugin swaps.
+
+use std::net::{SocketAddr, TcpListener};
+use tungstenite::Message;
+
+pub struct EchoServer {
+    pub addr: SocketAddr,
+}
+
+impl EchoServer {
+    /// Serves on a free loopback port; every text or binary message is sent back as it came.
+    pub fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind websocket server");
+        let addr = listener.local_addr().expect("websocket addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let Ok(mut socket) = tungstenite::accept(stream) else {
+                        return;
+                    };
+                    while let Ok(message) = socket.read() {
+                        match message {
+                            Message::Text(_) | Message::Binary(_) => {
+                                if socket.send(message).is_err() {
+                                    return;
+                                }
+                            }
+                            Message::Close(_) => return,
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        EchoServer { addr }
+    }
+}
