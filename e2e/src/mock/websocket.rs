@@ -20,10 +20,10 @@ impl EchoServer {
                     };
                     while let Ok(message) = socket.read() {
                         match message {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if socket.send(message).is_err() {
-                                    return;
-                                }
+                            Message::Text(_) | Message::Binary(_)
+                                if socket.send(message).is_err() =>
+                            {
+                                return
                             }
                             Message::Close(_) => return,
                             _ => {}
