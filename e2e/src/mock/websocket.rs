@@ -19,14 +19,9 @@ impl EchoServer {
                         return;
                     };
                     while let Ok(message) = socket.read() {
-                        match message {
-                            Message::Text(_) | Message::Binary(_)
-                                if socket.send(message).is_err() =>
-                            {
-                                return
-                            }
-                            Message::Close(_) => return,
-                            _ => {}
+                        let echo = message.is_text() || message.is_binary();
+                        if message.is_close() || (echo && socket.send(message).is_err()) {
+                            return;
                         }
                     }
                 });
