@@ -1,7 +1,6 @@
 //! A WebSocket echo server: the long-lived connection that must survive plugin swaps.
 
 use std::net::{SocketAddr, TcpListener};
-use tungstenite::Message;
 
 pub struct EchoServer {
     pub addr: SocketAddr,
