@@ -110,7 +110,7 @@ impl HttpContext for StatsStream {
             return Action::Continue;
         };
         if config.strip_accept_encoding {
-            self.set_http_request_header("accept-encoding", None);
+            host::set_request_header("accept-encoding", None);
         }
         let consumer = self.header(&config.consumer_header).unwrap_or_default();
         self.state = Some(Metering {
@@ -233,7 +233,7 @@ impl StatsStream {
         if let Err(status) =
             host::set_filter_state(&state.config.log_key, record.log_json().as_bytes())
         {
-            log::debug!("ai-statistics: could not set filter state: {status:?}");
+            log::debug!("ai-statistics: could not set filter state: host status {status}");
         }
         if state.config.enable_metrics {
             let mut metrics = self.metrics.borrow_mut();
