@@ -451,7 +451,10 @@ impl Exchange {
             None => {
                 // The client edge alone: pass the canonical request on, on the same route prefix.
                 if self.api == Api::Messages {
-                    set_path(self.upstream, &translate::chat_path_for(&client_path(self.upstream)));
+                    set_path(
+                        self.upstream,
+                        &translate::chat_path_for(&client_path(self.upstream)),
+                    );
                     host::set_request_header("content-type", Some("application/json"));
                 }
                 serde_json::to_vec(&request)

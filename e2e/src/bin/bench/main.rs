@@ -10,6 +10,7 @@
 //! `BENCH_SECTIONS=core,…` runs only the named sections.
 
 mod core;
+mod fallback;
 mod per_route;
 
 use e2e::bench::Plan;
@@ -19,7 +20,11 @@ type Section = (&'static str, fn(&Plan));
 
 fn main() {
     let plan = Plan::from_env();
-    let sections: Vec<Section> = vec![("core", core::run), ("per-route", per_route::run)];
+    let sections: Vec<Section> = vec![
+        ("core", core::run),
+        ("per-route", per_route::run),
+        ("fallback", fallback::run),
+    ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
         if only
