@@ -30,6 +30,8 @@ enum Fault {
     ErrorIn200,
     /// 400 context_length_exceeded.
     TooLong,
+    /// Two content chunks, then a rate-limit error event (the answer has already begun).
+    ErrorMidStream,
 }
 
 /// The OpenAI mock with a switchable fault.
@@ -62,6 +64,19 @@ impl Provider for FaultyOpenAi {
                 ),
             },
             Fault::ErrorIn200 => Reply::json(200, &json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}})),
+            Fault::ErrorMidStream => Reply::Stream {
+                status: 200,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                pieces: Box::new(
+                    [
+                        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Paris \"},\"finish_reason\":null}]}\n\n",
+                        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"is \"},\"finish_reason\":null}]}\n\n",
+                        "data: {\"error\":{\"message\":\"Rate limit reached for gpt-4o\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n",
+                    ]
+                    .into_iter()
+                    .map(|b| (Duration::from_millis(20), Bytes::from_static(b.as_bytes()))),
+                ),
+            },
             Fault::TooLong => e2e::mock::openai::error(
                 400,
                 "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.",
@@ -546,4 +561,20 @@ fn the_shipped_config_fails_over_from_openai_to_anthropic_to_gemini() {
         &[("ai_provider", "anthropic"), ("ai_outcome", "server_error")],
         1.0,
     );
+}
+
+#[test]
+fn an_error_after_the_answer_began_reaches_the_client_and_is_not_retried() {
+    let chain = chain(no_breaker(), None);
+    let _report = chain.envoy.report_on_failure();
+    chain.set(Fault::ErrorMidStream);
+    let streamed = post_stream(&chain.url(), &streaming(), &[]);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), "Paris is ");
+    let last = streamed.data().last().cloned().unwrap_or_default();
+    assert!(last.contains("rate_limit_exceeded"), "{last}");
+    assert_eq!(chain.backup.requests.count(), 0, "bytes were sent: no retry");
+    // The gateway is still there for the next request.
+    chain.set(Fault::None);
+    assert_eq!(post_json(&chain.url(), &ask(), &[]).status, 200);
 }
