@@ -58,6 +58,12 @@ impl Capture {
         self.reader.is_some()
     }
 
+    /// The stream has delivered `data: [DONE]`: the answer is whole and can be stored before
+    /// the client has read it.
+    pub fn complete(&self) -> bool {
+        self.done && self.refused.is_none()
+    }
+
     pub fn push(&mut self, chunk: &[u8]) {
         match &mut self.reader {
             Some(Reader::Stream(decoder)) => {

@@ -391,7 +391,7 @@ impl HttpContext for CacheStream {
             if capture.wants_body() && body_size > 0 {
                 capture.push(&host::response_body(body_size).unwrap_or_default());
             }
-            if end_of_stream {
+            if end_of_stream || capture.complete() {
                 self.store_answer();
             }
         }
