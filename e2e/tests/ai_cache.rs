@@ -21,7 +21,11 @@ fn chat(question: &str) -> Value {
 fn ask(envoy: &Envoy, prefix: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
     let mut all = vec![AUTH];
     all.extend_from_slice(headers);
-    let reply = post_json(&envoy.url(&format!("{prefix}/v1/chat/completions")), body, &all);
+    let reply = post_json(
+        &envoy.url(&format!("{prefix}/v1/chat/completions")),
+        body,
+        &all,
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply
 }
@@ -43,7 +47,10 @@ fn provider_calls(mock: &MockServer, needle: &str) -> usize {
 }
 
 fn stat(envoy: &Envoy, consumer: &str, metric: &str) -> u64 {
-    envoy.stat_sum(&[&format!(".consumer.{consumer}.")], &format!(".metric.{metric}"))
+    envoy.stat_sum(
+        &[&format!(".consumer.{consumer}.")],
+        &format!(".metric.{metric}"),
+    )
 }
 
 /// Waits for a counter to reach `at_least` (counters are flushed every 0.5 s).
@@ -81,6 +88,7 @@ fn local() -> &'static Local {
         });
         let envoy = Envoy::start(
             &Gateway::new()
+                .plugin("ai-statistics", json!({}))
                 .plugin("ai-cache", config)
                 .route("ttl", "/ttl/", "provider")
                 .route("tenant", "/tenant/", "provider")
@@ -109,7 +117,11 @@ fn exact_hit_answers_from_the_cache_and_a_miss_reaches_the_model() {
     let second = ask(envoy, "", &chat(q), &[consumer, ("x-mock-chunks", "7")]);
     assert_eq!(second.header("x-ai-cache"), Some("hit"));
     assert_eq!(second.header("x-ai-cache-match"), Some("exact"));
-    assert_eq!(provider_calls(mock, q), 1, "a hit never reaches the provider");
+    assert_eq!(
+        provider_calls(mock, q),
+        1,
+        "a hit never reaches the provider"
+    );
     let (a, b) = (first.json(), second.json());
     assert_eq!(text(&second), "Hello from the");
     assert_eq!(b["object"], "chat.completion");
@@ -117,22 +129,45 @@ fn exact_hit_answers_from_the_cache_and_a_miss_reaches_the_model() {
     assert_eq!(b["system_fingerprint"], "ai-cache");
     // Usage: the cached counts, every prompt token marked as cached.
     assert_eq!(b["usage"]["prompt_tokens"], a["usage"]["prompt_tokens"]);
-    assert_eq!(b["usage"]["completion_tokens"], a["usage"]["completion_tokens"]);
-    assert_eq!(b["usage"]["prompt_tokens_details"]["cached_tokens"], a["usage"]["prompt_tokens"]);
+    assert_eq!(
+        b["usage"]["completion_tokens"],
+        a["usage"]["completion_tokens"]
+    );
+    assert_eq!(
+        b["usage"]["prompt_tokens_details"]["cached_tokens"],
+        a["usage"]["prompt_tokens"]
+    );
 
     // Another question, or the same one to another model, is a miss.
-    let other = ask(envoy, "", &chat("What is the freezing point of water?"), &[consumer]);
+    let other = ask(
+        envoy,
+        "",
+        &chat("What is the freezing point of water?"),
+        &[consumer],
+    );
     assert_eq!(other.header("x-ai-cache"), Some("miss"));
     let mut other_model = chat(q);
     other_model["model"] = json!("gpt-4o");
-    assert_eq!(ask(envoy, "", &other_model, &[consumer]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(envoy, "", &other_model, &[consumer]).header("x-ai-cache"),
+        Some("miss")
+    );
 
     // The earlier turns do not matter for lastQuestion.
     let with_history = json!({"model": MODEL, "messages": [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": q}]});
-    assert_eq!(ask(envoy, "", &with_history, &[consumer]).header("x-ai-cache"), Some("hit"));
+    assert_eq!(
+        ask(envoy, "", &with_history, &[consumer]).header("x-ai-cache"),
+        Some("hit")
+    );
+
+    // ai-statistics in front meters the hits too, and tells them apart: all their input is
+    // cached input.
+    let prompt = a["usage"]["prompt_tokens"].as_u64().unwrap();
+    wait_stat(envoy, "exact", "cached_input_token", 2 * prompt);
+    assert_eq!(stat(envoy, "exact", "cached_input_token"), 2 * prompt);
 
     wait_stat(envoy, "exact", "ai_cache_hit", 2);
     assert_eq!(stat(envoy, "exact", "ai_cache_miss"), 3);
@@ -164,14 +199,23 @@ fn streamed_hit_is_a_real_sse_stream_the_openai_sdk_parses() {
     assert_eq!(plain["text"], first["text"]);
     assert_eq!(second["roles"], json!(["assistant"]));
     assert_eq!(second["finish_reason"], "stop");
-    assert!(second["content_chunks"].as_u64().unwrap() >= 2, "content in several chunks: {second}");
+    assert!(
+        second["content_chunks"].as_u64().unwrap() >= 2,
+        "content in several chunks: {second}"
+    );
     // role, content pieces, finish, usage
     assert_eq!(
         second["chunks"].as_u64().unwrap(),
         second["content_chunks"].as_u64().unwrap() + 3
     );
-    assert_eq!(second["usage"]["prompt_tokens"], first["usage"]["prompt_tokens"]);
-    assert_eq!(second["usage"]["completion_tokens"], first["usage"]["completion_tokens"]);
+    assert_eq!(
+        second["usage"]["prompt_tokens"],
+        first["usage"]["prompt_tokens"]
+    );
+    assert_eq!(
+        second["usage"]["completion_tokens"],
+        first["usage"]["completion_tokens"]
+    );
     assert_eq!(
         second["usage"]["prompt_tokens_details"]["cached_tokens"],
         first["usage"]["prompt_tokens"]
@@ -180,7 +224,8 @@ fn streamed_hit_is_a_real_sse_stream_the_openai_sdk_parses() {
     assert_eq!(plain["finish_reason"], "stop");
 
     // Without include_usage the replay has no usage chunk, as OpenAI's streams.
-    let body = json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": q}]});
+    let body =
+        json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": q}]});
     let streamed = post_stream(&envoy.url("/v1/chat/completions"), &body, &[AUTH]);
     assert_eq!(streamed.header("x-ai-cache"), Some("hit"));
     assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
@@ -203,7 +248,10 @@ fn skip_headers_bypass_the_cache_both_ways() {
     // A skipped request's answer is not stored either.
     let q2 = "How far is Mars from the Earth?";
     ask(envoy, "", &chat(q2), &[("x-ai-cache", "skip")]);
-    assert_eq!(ask(envoy, "", &chat(q2), &[]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(envoy, "", &chat(q2), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
 }
 
 #[test]
@@ -224,23 +272,37 @@ fn tool_calls_errors_and_hot_requests_are_never_cached() {
     let mut streamed_tools = tools.clone();
     streamed_tools["stream"] = json!(true);
     for _ in 0..2 {
-        let s = post_stream(&envoy.url("/v1/chat/completions"), &streamed_tools, &[AUTH, consumer]);
+        let s = post_stream(
+            &envoy.url("/v1/chat/completions"),
+            &streamed_tools,
+            &[AUTH, consumer],
+        );
         assert_eq!(s.header("x-ai-cache"), Some("miss"));
     }
     assert_eq!(provider_calls(mock, q), 4);
 
     // A provider error is passed on and not stored: the next request reaches the provider.
     let q = "Will this fail?";
-    let error = post_json(&envoy.url("/v1/chat/completions"), &chat(q), &[AUTH, consumer, ("x-mock-status", "500")]);
+    let error = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &chat(q),
+        &[AUTH, consumer, ("x-mock-status", "500")],
+    );
     assert_eq!(error.status, 500);
-    assert_eq!(ask(envoy, "", &chat(q), &[consumer]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(envoy, "", &chat(q), &[consumer]).header("x-ai-cache"),
+        Some("miss")
+    );
 
     // Above maxTemperature: neither answered from nor stored in the cache.
     let q = "Write a surprising opening line.";
     let mut hot = chat(q);
     hot["temperature"] = json!(1.5);
     for _ in 0..2 {
-        assert_eq!(ask(envoy, "", &hot, &[consumer]).header("x-ai-cache"), Some("skip"));
+        assert_eq!(
+            ask(envoy, "", &hot, &[consumer]).header("x-ai-cache"),
+            Some("skip")
+        );
     }
     assert_eq!(provider_calls(mock, q), 2);
     wait_stat(envoy, "never", "ai_cache_not_stored", 5);
@@ -251,10 +313,19 @@ fn answers_expire_after_their_ttl() {
     let Local { mock, envoy } = local();
     let _report = envoy.report_on_failure();
     let q = "What year did the first person walk on the Moon?";
-    assert_eq!(ask(envoy, "/ttl", &chat(q), &[]).header("x-ai-cache"), Some("miss"));
-    assert_eq!(ask(envoy, "/ttl", &chat(q), &[]).header("x-ai-cache"), Some("hit"));
+    assert_eq!(
+        ask(envoy, "/ttl", &chat(q), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        ask(envoy, "/ttl", &chat(q), &[]).header("x-ai-cache"),
+        Some("hit")
+    );
     std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(ask(envoy, "/ttl", &chat(q), &[]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(envoy, "/ttl", &chat(q), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
     assert_eq!(provider_calls(mock, q), 2);
 }
 
@@ -265,20 +336,41 @@ fn consumer_scope_keeps_tenants_apart_and_full_request_keys_on_parameters() {
     let q = "What is our refund policy?";
     let alice = ("x-mse-consumer", "alice");
     let bob = ("x-mse-consumer", "bob");
-    assert_eq!(ask(envoy, "/tenant", &chat(q), &[alice]).header("x-ai-cache"), Some("miss"));
-    assert_eq!(ask(envoy, "/tenant", &chat(q), &[bob]).header("x-ai-cache"), Some("miss"));
-    assert_eq!(ask(envoy, "/tenant", &chat(q), &[alice]).header("x-ai-cache"), Some("hit"));
+    assert_eq!(
+        ask(envoy, "/tenant", &chat(q), &[alice]).header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        ask(envoy, "/tenant", &chat(q), &[bob]).header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        ask(envoy, "/tenant", &chat(q), &[alice]).header("x-ai-cache"),
+        Some("hit")
+    );
     // Without a consumer there is no tenant to keep apart: not cached.
-    assert_eq!(ask(envoy, "/tenant", &chat(q), &[]).header("x-ai-cache"), Some("skip"));
+    assert_eq!(
+        ask(envoy, "/tenant", &chat(q), &[]).header("x-ai-cache"),
+        Some("skip")
+    );
 
     let q = "Summarise the plot of Hamlet.";
     let mut cold = chat(q);
     cold["temperature"] = json!(0.0);
-    assert_eq!(ask(envoy, "/full", &cold, &[]).header("x-ai-cache"), Some("miss"));
-    assert_eq!(ask(envoy, "/full", &cold, &[]).header("x-ai-cache"), Some("hit"));
+    assert_eq!(
+        ask(envoy, "/full", &cold, &[]).header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        ask(envoy, "/full", &cold, &[]).header("x-ai-cache"),
+        Some("hit")
+    );
     let mut seeded = cold.clone();
     seeded["seed"] = json!(42);
-    assert_eq!(ask(envoy, "/full", &seeded, &[]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(envoy, "/full", &seeded, &[]).header("x-ai-cache"),
+        Some("miss")
+    );
 }
 
 #[test]
@@ -295,9 +387,18 @@ fn redis_through_webdis_stores_with_ttl() {
             .cluster("webdis", redis.webdis)
             .to_json(),
     );
-    let keys = || redis.command(&["KEYS", "e2e:*"]).as_array().cloned().unwrap_or_default();
+    let keys = || {
+        redis
+            .command(&["KEYS", "e2e:*"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
     let q = "What is the tallest mountain on Earth?";
-    assert_eq!(ask(&envoy, "", &chat(q), &[]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(&envoy, "", &chat(q), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
     wait_until("the answer in Redis", || keys().len() == 1);
     let key = keys()[0].as_str().unwrap().to_string();
     let ttl = redis.command(&["TTL", &key]).as_i64().unwrap();
@@ -312,7 +413,10 @@ fn redis_through_webdis_stores_with_ttl() {
     assert_eq!(provider_calls(&mock, q), 1);
 
     wait_until("Redis to expire the answer", || keys().is_empty());
-    assert_eq!(ask(&envoy, "", &chat(q), &[]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(&envoy, "", &chat(q), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
     assert_eq!(provider_calls(&mock, q), 2);
     wait_stat(&envoy, "unknown", "ai_cache_stored", 1);
 }
@@ -422,17 +526,34 @@ fn semantic_paraphrase_hits_and_unrelated_misses(prefix: &str, wait_stored: impl
     assert_eq!(first.header("x-ai-cache"), Some("miss"));
     wait_stored();
 
-    let paraphrase = ask(envoy, prefix, &chat("Which city is the capital of France?"), &[]);
+    let paraphrase = ask(
+        envoy,
+        prefix,
+        &chat("Which city is the capital of France?"),
+        &[],
+    );
     assert_eq!(paraphrase.header("x-ai-cache"), Some("hit"), "paraphrase");
     assert_eq!(paraphrase.header("x-ai-cache-match"), Some("semantic"));
-    let similarity: f32 = paraphrase.header("x-ai-cache-similarity").unwrap().parse().unwrap();
+    let similarity: f32 = paraphrase
+        .header("x-ai-cache-similarity")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(similarity >= 0.95, "{similarity}");
     assert_eq!(text(&paraphrase), text(&first));
 
     let mut streamed = chat("What is the capital city of France?");
     streamed["stream"] = json!(true);
-    let replay = post_stream(&envoy.url(&format!("{prefix}/v1/chat/completions")), &streamed, &[AUTH]);
-    assert_eq!(replay.header("x-ai-cache"), Some("hit"), "streamed paraphrase");
+    let replay = post_stream(
+        &envoy.url(&format!("{prefix}/v1/chat/completions")),
+        &streamed,
+        &[AUTH],
+    );
+    assert_eq!(
+        replay.header("x-ai-cache"),
+        Some("hit"),
+        "streamed paraphrase"
+    );
     assert_eq!(replay.text(), text(&first));
 
     for unrelated in [
@@ -446,13 +567,19 @@ fn semantic_paraphrase_hits_and_unrelated_misses(prefix: &str, wait_stored: impl
     // Another model is another namespace, however close the question.
     let mut other_model = chat("Which city is the capital of France?");
     other_model["model"] = json!("gpt-4o");
-    assert_eq!(ask(envoy, prefix, &other_model, &[]).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        ask(envoy, prefix, &other_model, &[]).header("x-ai-cache"),
+        Some("miss")
+    );
     let calls = s
         .mock
         .requests
         .all()
         .iter()
-        .filter(|r| r.path.starts_with(prefix) && String::from_utf8_lossy(&r.body).contains("capital of France?"))
+        .filter(|r| {
+            r.path.starts_with(prefix)
+                && String::from_utf8_lossy(&r.body).contains("capital of France?")
+        })
         .count();
     assert_eq!(calls, 2);
 }
@@ -466,6 +593,8 @@ fn semantic_hit_with_a_real_embedding_model_and_embedded_vectors() {
 fn semantic_hit_with_a_real_embedding_model_and_chroma() {
     let s = semantic();
     semantic_paraphrase_hits_and_unrelated_misses("/chroma", || {
-        wait_until("the vector in Chroma", || s.chroma.count(&s.collection) >= 1)
+        wait_until("the vector in Chroma", || {
+            s.chroma.count(&s.collection) >= 1
+        })
     });
 }

@@ -30,10 +30,12 @@ impl Chroma {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("chroma log"))
             .stderr(Stdio::null());
-        let process = ChildGuard::spawn("chroma", command)
-            .expect("start chroma (make services installs it)");
+        let process =
+            ChildGuard::spawn("chroma", command).expect("start chroma (make services installs it)");
         let heartbeat = format!("http://127.0.0.1:{port}/api/v2/heartbeat");
-        wait_ready("chroma", Duration::from_secs(30), &log, || answers(&heartbeat));
+        wait_ready("chroma", Duration::from_secs(30), &log, || {
+            answers(&heartbeat)
+        });
         Chroma {
             addr: loopback(port),
             _process: process,
@@ -48,7 +50,10 @@ impl Chroma {
             &[],
         );
         assert_eq!(reply.status, 200, "{}", reply.text());
-        reply.json()["id"].as_str().expect("collection id").to_string()
+        reply.json()["id"]
+            .as_str()
+            .expect("collection id")
+            .to_string()
     }
 
     /// Number of vectors in a collection.

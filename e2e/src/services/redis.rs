@@ -34,7 +34,9 @@ impl Redis {
             .stderr(Stdio::null());
         let redis = ChildGuard::spawn("redis-server", command)
             .expect("start redis-server (make services installs it)");
-        wait_ready("redis", Duration::from_secs(10), &log, || accepts_connections(redis_port));
+        wait_ready("redis", Duration::from_secs(10), &log, || {
+            accepts_connections(redis_port)
+        });
 
         let http_port = free_port();
         let webdis_log = dir.join("webdis.log");
@@ -52,10 +54,12 @@ impl Redis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let webdis = ChildGuard::spawn("webdis", command)
-            .expect("start webdis (make services installs it)");
+        let webdis =
+            ChildGuard::spawn("webdis", command).expect("start webdis (make services installs it)");
         let ping = format!("http://127.0.0.1:{http_port}/PING");
-        wait_ready("webdis", Duration::from_secs(10), &webdis_log, || answers(&ping));
+        wait_ready("webdis", Duration::from_secs(10), &webdis_log, || {
+            answers(&ping)
+        });
         Redis {
             webdis: loopback(http_port),
             redis_port,

@@ -29,7 +29,11 @@ pub struct Capture {
 
 impl Capture {
     /// `None` when the response cannot be a cacheable answer (status, content type).
-    pub fn new(status: u16, content_type: &str, max_content: usize) -> Result<Capture, &'static str> {
+    pub fn new(
+        status: u16,
+        content_type: &str,
+        max_content: usize,
+    ) -> Result<Capture, &'static str> {
         if status != 200 {
             return Err("response is not a 200");
         }
@@ -141,7 +145,12 @@ impl Capture {
             if choice.index != 0 {
                 return self.refuse("answer has several choices");
             }
-            if choice.delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+            if choice
+                .delta
+                .tool_calls
+                .as_ref()
+                .is_some_and(|t| !t.is_empty())
+            {
                 return self.refuse("answer is a tool call");
             }
             if let Some(text) = &choice.delta.content {
@@ -166,7 +175,12 @@ impl Capture {
         let [choice] = completion.choices.as_slice() else {
             return self.refuse("answer has several choices");
         };
-        if choice.message.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+        if choice
+            .message
+            .tool_calls
+            .as_ref()
+            .is_some_and(|t| !t.is_empty())
+        {
             return self.refuse("answer is a tool call");
         }
         let text = choice
@@ -239,12 +253,21 @@ mod tests {
             captured(200, SSE, &stream(&["Hel", "lo"], true), 4).unwrap_err(),
             "answer is larger than maxAnswerBytes"
         );
-        let tools = chunk(r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}"#, None)
-            + &chunk("{}", Some("tool_calls"))
+        let tools = chunk(
+            r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}"#,
+            None,
+        ) + &chunk("{}", Some("tool_calls"))
             + "data: [DONE]\n\n";
-        assert_eq!(captured(200, SSE, &tools, 100).unwrap_err(), "answer is a tool call");
-        let cut = chunk(r#"{"content":"Hel"}"#, None) + &chunk("{}", Some("length")) + "data: [DONE]\n\n";
-        assert_eq!(captured(200, SSE, &cut, 100).unwrap_err(), "answer did not finish with stop");
+        assert_eq!(
+            captured(200, SSE, &tools, 100).unwrap_err(),
+            "answer is a tool call"
+        );
+        let cut =
+            chunk(r#"{"content":"Hel"}"#, None) + &chunk("{}", Some("length")) + "data: [DONE]\n\n";
+        assert_eq!(
+            captured(200, SSE, &cut, 100).unwrap_err(),
+            "answer did not finish with stop"
+        );
         assert!(Capture::new(429, SSE, 100).is_err());
         assert!(Capture::new(200, "text/html", 100).is_err());
     }
@@ -253,10 +276,19 @@ mod tests {
     fn json_answers() {
         let ok = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Paris"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
         let e = captured(200, "application/json", ok, 100).unwrap();
-        assert_eq!((e.content.as_str(), e.prompt_tokens, e.completion_tokens), ("Paris", 5, 1));
+        assert_eq!(
+            (e.content.as_str(), e.prompt_tokens, e.completion_tokens),
+            ("Paris", 5, 1)
+        );
         let tool = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#;
-        assert_eq!(captured(200, "application/json", tool, 100).unwrap_err(), "answer is a tool call");
-        assert_eq!(captured(200, "application/json", ok, 3).unwrap_err(), "answer is larger than maxAnswerBytes");
+        assert_eq!(
+            captured(200, "application/json", tool, 100).unwrap_err(),
+            "answer is a tool call"
+        );
+        assert_eq!(
+            captured(200, "application/json", ok, 3).unwrap_err(),
+            "answer is larger than maxAnswerBytes"
+        );
         assert!(captured(200, "application/json", "{\"error\":{}}", 100).is_err());
     }
 }

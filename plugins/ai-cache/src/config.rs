@@ -341,7 +341,10 @@ impl RawService<'_> {
             .clone()
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| {
-                ConfigError::new(format!("{what}.serviceName"), "required (the Envoy cluster)")
+                ConfigError::new(
+                    format!("{what}.serviceName"),
+                    "required (the Envoy cluster)",
+                )
             })?;
         let timeout = self.timeout.unwrap_or(default_timeout_ms);
         if timeout == 0 {
@@ -351,10 +354,7 @@ impl RawService<'_> {
             ));
         }
         Ok(Service {
-            host: self
-                .service_host
-                .clone()
-                .unwrap_or_else(|| cluster.clone()),
+            host: self.service_host.clone().unwrap_or_else(|| cluster.clone()),
             cluster,
             timeout: Duration::from_millis(timeout),
         })
@@ -381,7 +381,9 @@ impl Config {
             },
             Some(c) => {
                 let service = match c.kind {
-                    CacheType::Redis => Some(raw_service!(c).resolve("cache", DEFAULT_CACHE_TIMEOUT_MS)?),
+                    CacheType::Redis => {
+                        Some(raw_service!(c).resolve("cache", DEFAULT_CACHE_TIMEOUT_MS)?)
+                    }
                     CacheType::Local => None,
                 };
                 if c.max_entries == 0 || c.max_bytes < c.max_entries {
@@ -402,9 +404,9 @@ impl Config {
         };
         let semantic_wanted = raw.enable_semantic_cache.unwrap_or(raw.vector.is_some());
         let semantic = if semantic_wanted {
-            let embedding = raw.embedding.ok_or_else(|| {
-                ConfigError::new("embedding", "required for the semantic cache")
-            })?;
+            let embedding = raw
+                .embedding
+                .ok_or_else(|| ConfigError::new("embedding", "required for the semantic cache"))?;
             Some(Semantic {
                 embedding: embedding.resolve()?,
                 vector: resolve_vector(raw.vector)?,

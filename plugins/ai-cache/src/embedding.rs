@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 pub fn request(config: &Embedding, text: &str) -> Callout {
     let body = match config.kind {
         EmbeddingType::Openai | EmbeddingType::Azure => {
-            let mut body = json!({"model": config.model, "input": text, "encoding_format": "float"});
+            let mut body =
+                json!({"model": config.model, "input": text, "encoding_format": "float"});
             if let Some(d) = config.dimensions {
                 body["dimensions"] = json!(d);
             }
@@ -72,8 +73,15 @@ mod tests {
 
     fn embedding(kind: &str, extra: Value) -> Embedding {
         let mut e = json!({"type": kind, "serviceName": "emb", "apiKey": "sk-e"});
-        e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let c = Config::from_map(json!({"enableSemanticCache": true, "embedding": e}).as_object().unwrap()).unwrap();
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let c = Config::from_map(
+            json!({"enableSemanticCache": true, "embedding": e})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
         c.semantic.unwrap().embedding
     }
 
@@ -82,10 +90,18 @@ mod tests {
         let r = request(&embedding("openai", json!({"dimensions": 256})), "hi");
         assert_eq!(r.path, "/v1/embeddings");
         let body: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(body, json!({"model": "text-embedding-3-small", "input": "hi", "encoding_format": "float", "dimensions": 256}));
-        assert!(r.headers.contains(&("authorization".into(), "Bearer sk-e".into())));
+        assert_eq!(
+            body,
+            json!({"model": "text-embedding-3-small", "input": "hi", "encoding_format": "float", "dimensions": 256})
+        );
+        assert!(r
+            .headers
+            .contains(&("authorization".into(), "Bearer sk-e".into())));
 
-        let r = request(&embedding("azure", json!({"apiVersion": "2024-10-21"})), "hi");
+        let r = request(
+            &embedding("azure", json!({"apiVersion": "2024-10-21"})),
+            "hi",
+        );
         assert!(r.headers.contains(&("api-key".into(), "sk-e".into())));
         assert!(!r.headers.iter().any(|(k, _)| k == "authorization"));
 
@@ -105,15 +121,34 @@ mod tests {
     #[test]
     fn vectors_from_each_answer_shape() {
         let cases = [
-            (EmbeddingType::Openai, json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1]}]})),
-            (EmbeddingType::Dashscope, json!({"output": {"embeddings": [{"text_index": 0, "embedding": [0.5, -1]}]}, "usage": {"total_tokens": 1}})),
-            (EmbeddingType::Ollama, json!({"model": "m", "embeddings": [[0.5, -1]]})),
+            (
+                EmbeddingType::Openai,
+                json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1]}]}),
+            ),
+            (
+                EmbeddingType::Dashscope,
+                json!({"output": {"embeddings": [{"text_index": 0, "embedding": [0.5, -1]}]}, "usage": {"total_tokens": 1}}),
+            ),
+            (
+                EmbeddingType::Ollama,
+                json!({"model": "m", "embeddings": [[0.5, -1]]}),
+            ),
             (EmbeddingType::Ollama, json!({"embedding": [0.5, -1]})),
-            (EmbeddingType::Cohere, json!({"id": "x", "embeddings": {"float": [[0.5, -1]]}})),
-            (EmbeddingType::Cohere, json!({"id": "x", "embeddings": [[0.5, -1]]})),
+            (
+                EmbeddingType::Cohere,
+                json!({"id": "x", "embeddings": {"float": [[0.5, -1]]}}),
+            ),
+            (
+                EmbeddingType::Cohere,
+                json!({"id": "x", "embeddings": [[0.5, -1]]}),
+            ),
         ];
         for (kind, body) in cases {
-            assert_eq!(parse(kind, body.to_string().as_bytes()).unwrap(), vec![0.5, -1.0], "{body}");
+            assert_eq!(
+                parse(kind, body.to_string().as_bytes()).unwrap(),
+                vec![0.5, -1.0],
+                "{body}"
+            );
         }
         assert!(parse(EmbeddingType::Openai, b"{\"data\":[]}").is_err());
         assert!(parse(EmbeddingType::Openai, b"<html>").is_err());

@@ -133,10 +133,12 @@ fn text_of(message: &Value) -> Result<String, &'static str> {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => parts
             .iter()
-            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                (Some("text"), Some(Value::String(t))) => Ok(t.as_str()),
-                _ => Err("question has parts other than text"),
-            })
+            .map(
+                |p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => Ok(t.as_str()),
+                    _ => Err("question has parts other than text"),
+                },
+            )
             .collect::<Result<Vec<_>, _>>()
             .map(|texts| texts.join("\n")),
         _ => Err("question has no text"),
@@ -189,7 +191,12 @@ mod tests {
     #[test]
     fn last_question_ignores_earlier_turns_and_stream_flags() {
         let c = config(json!({}));
-        let a = key(&c, chat(json!([{"role": "user", "content": "What is 2+2?"}])), None).unwrap();
+        let a = key(
+            &c,
+            chat(json!([{"role": "user", "content": "What is 2+2?"}])),
+            None,
+        )
+        .unwrap();
         let mut b = chat(json!([
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "hi"},
@@ -229,9 +236,16 @@ mod tests {
     #[test]
     fn all_questions_and_full_request() {
         let all = config(json!({"cacheKeyStrategy": "allQuestions"}));
-        let one = chat(json!([{"role": "user", "content": "A"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": "B"}]));
-        let two = chat(json!([{"role": "user", "content": "C"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": "B"}]));
-        assert_ne!(key(&all, one.clone(), None).unwrap().key, key(&all, two, None).unwrap().key);
+        let one = chat(
+            json!([{"role": "user", "content": "A"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": "B"}]),
+        );
+        let two = chat(
+            json!([{"role": "user", "content": "C"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": "B"}]),
+        );
+        assert_ne!(
+            key(&all, one.clone(), None).unwrap().key,
+            key(&all, two, None).unwrap().key
+        );
         assert_eq!(key(&all, one.clone(), None).unwrap().text, "A\nB");
 
         let full = config(json!({"cacheKeyStrategy": "fullRequest"}));
@@ -243,7 +257,10 @@ mod tests {
             ("stop", json!(["\n"])),
             ("max_tokens", json!(10)),
             ("response_format", json!({"type": "json_object"})),
-            ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+            (
+                "tools",
+                json!([{"type": "function", "function": {"name": "f"}}]),
+            ),
         ] {
             let mut changed = one.clone();
             changed[param] = value;
@@ -265,16 +282,32 @@ mod tests {
         let c = config(json!({"maxTemperature": 1.0}));
         let cases = [
             (json!({"model": "m"}), "request has no messages"),
-            (chat(json!([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "1", "content": "r"}])), "last message is not from the user"),
-            (chat(json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])), "question has parts other than text"),
-            (chat(json!([{"role": "user", "content": "  "}])), "question is empty"),
+            (
+                chat(
+                    json!([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "1", "content": "r"}]),
+                ),
+                "last message is not from the user",
+            ),
+            (
+                chat(
+                    json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+                ),
+                "question has parts other than text",
+            ),
+            (
+                chat(json!([{"role": "user", "content": "  "}])),
+                "question is empty",
+            ),
         ];
         for (body, why) in cases {
             assert_eq!(key(&c, body, None).unwrap_err(), why);
         }
         let mut hot = chat(json!([{"role": "user", "content": "q"}]));
         hot["temperature"] = json!(1.5);
-        assert_eq!(key(&c, hot.clone(), None).unwrap_err(), "temperature above maxTemperature");
+        assert_eq!(
+            key(&c, hot.clone(), None).unwrap_err(),
+            "temperature above maxTemperature"
+        );
         hot["temperature"] = json!(1.0);
         assert!(key(&c, hot.clone(), None).is_ok());
         hot["n"] = json!(3);

@@ -133,8 +133,16 @@ struct CacheRoot {
 }
 
 impl Context for CacheRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let (Some((failure_metric, series)), Some(worker)) = (self.in_flight.remove(&token), self.worker.as_ref()) else {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let (Some((failure_metric, series)), Some(worker)) =
+            (self.in_flight.remove(&token), self.worker.as_ref())
+        else {
             return;
         };
         match host::callout_response(body_size).success() {
@@ -171,7 +179,8 @@ impl RootContext for CacheRoot {
         for job in jobs {
             match host::dispatch(&job.call) {
                 Ok(token) => {
-                    self.in_flight.insert(token, (job.failure_metric, job.series));
+                    self.in_flight
+                        .insert(token, (job.failure_metric, job.series));
                 }
                 Err(why) => {
                     log::warn!("ai-cache: storing failed: {why}");
@@ -271,15 +280,27 @@ struct CacheStream {
 }
 
 impl Context for CacheStream {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let State::Lookup { token: expected, .. } = &self.state else {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let State::Lookup {
+            token: expected, ..
+        } = &self.state
+        else {
             return;
         };
         if *expected != token {
             return;
         }
         let outcome = host::callout_response(body_size);
-        let State::Lookup { plan, step, vector, .. } = std::mem::replace(&mut self.state, State::Off) else {
+        let State::Lookup {
+            plan, step, vector, ..
+        } = std::mem::replace(&mut self.state, State::Off)
+        else {
             return;
         };
         let flow = self.on_lookup_answer(plan, step, vector, outcome.success());
@@ -310,7 +331,13 @@ impl HttpContext for CacheStream {
         };
         let method = host::request_header(":method").unwrap_or_default();
         let path = host::request_header(":path").unwrap_or_default();
-        if method != "POST" || !path.split('?').next().unwrap_or("").ends_with("/chat/completions") {
+        if method != "POST"
+            || !path
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .ends_with("/chat/completions")
+        {
             return Action::Continue;
         }
         self.labels = Labels {
@@ -326,7 +353,11 @@ impl HttpContext for CacheStream {
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"));
         self.config = Some(config);
         if skip_asked || end_of_stream {
-            self.skip(if skip_asked { "the client asked to skip the cache" } else { "request has no body" });
+            self.skip(if skip_asked {
+                "the client asked to skip the cache"
+            } else {
+                "request has no body"
+            });
             return Action::Continue;
         }
         self.state = State::Reading;
@@ -370,7 +401,12 @@ impl HttpContext for CacheStream {
             State::Forwarded { capture, .. } => {
                 host::set_response_header(STATUS_HEADER, Some("miss"));
                 let headers = host::response_headers();
-                let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                };
                 let status = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
                 let max = self.config.as_ref().map_or(0, |c| c.max_answer_bytes);
                 match Capture::new(status, header("content-type").unwrap_or(""), max) {
@@ -387,7 +423,11 @@ impl HttpContext for CacheStream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let State::Forwarded { capture: Some(capture), .. } = &mut self.state {
+        if let State::Forwarded {
+            capture: Some(capture),
+            ..
+        } = &mut self.state
+        {
             if capture.wants_body() && body_size > 0 {
                 capture.push(&host::response_body(body_size).unwrap_or_default());
             }
@@ -429,7 +469,11 @@ impl CacheStream {
         }
     }
 
-    fn vector_store<'a>(config: &'a Config, data: &'a HostData, max_entries: usize) -> VectorStore<'a, HostData> {
+    fn vector_store<'a>(
+        config: &'a Config,
+        data: &'a HostData,
+        max_entries: usize,
+    ) -> VectorStore<'a, HostData> {
         VectorStore {
             data,
             prefix: &config.cache.key_prefix,
@@ -525,14 +569,16 @@ impl CacheStream {
                 let found = answer.and_then(|body| redis_value(body));
                 self.after_exact(plan, step, vector, found)
             }
-            Step::Embed => match answer.and_then(|b| embedding::parse(semantic.embedding.kind, b)) {
-                Ok(vector) => self.nearest(plan, vector),
-                Err(why) => {
-                    log::warn!("ai-cache: embedding failed, serving as a miss: {why}");
-                    self.count(metric::EMBEDDING_ERROR);
-                    self.miss(plan, None)
+            Step::Embed => {
+                match answer.and_then(|b| embedding::parse(semantic.embedding.kind, b)) {
+                    Ok(vector) => self.nearest(plan, vector),
+                    Err(why) => {
+                        log::warn!("ai-cache: embedding failed, serving as a miss: {why}");
+                        self.count(metric::EMBEDDING_ERROR);
+                        self.miss(plan, None)
+                    }
                 }
-            },
+            }
             Step::Nearest => match answer.and_then(chroma::nearest) {
                 Ok(found) => self.after_nearest(plan, vector, found),
                 Err(why) => {
@@ -556,7 +602,8 @@ impl CacheStream {
                 let store = Self::vector_store(&config, &HostData, semantic.vector.max_entries);
                 let mut indexes = self.worker.vector_indexes.borrow_mut();
                 let index = indexes.entry(config.cache.key_prefix.clone()).or_default();
-                let found = store.nearest(index, namespace_id(&plan.namespace), &vector, Self::now_s());
+                let found =
+                    store.nearest(index, namespace_id(&plan.namespace), &vector, Self::now_s());
                 drop(indexes);
                 self.after_nearest(plan, Some(vector), found)
             }
@@ -567,7 +614,12 @@ impl CacheStream {
         }
     }
 
-    fn after_nearest(&mut self, plan: Plan, vector: Option<Vec<f32>>, found: Option<(String, f32)>) -> Flow {
+    fn after_nearest(
+        &mut self,
+        plan: Plan,
+        vector: Option<Vec<f32>>,
+        found: Option<(String, f32)>,
+    ) -> Flow {
         let min = self
             .config
             .as_ref()
@@ -598,12 +650,18 @@ impl CacheStream {
         let now_ms = host::now_ms();
         let replay = Replay {
             entry,
-            id: format!("chatcmpl-cache-{}{now_ms:x}", &plan.key[plan.key.len().saturating_sub(8)..]),
+            id: format!(
+                "chatcmpl-cache-{}{now_ms:x}",
+                &plan.key[plan.key.len().saturating_sub(8)..]
+            ),
             created: now_ms / 1000,
         };
         let chunk_chars = self.config.as_ref().map_or(24, |c| c.replay_chunk_chars);
         let (content_type, body) = if plan.stream {
-            ("text/event-stream", replay.stream(plan.include_usage, chunk_chars))
+            (
+                "text/event-stream",
+                replay.stream(plan.include_usage, chunk_chars),
+            )
         } else {
             ("application/json", replay.completion())
         };
@@ -611,7 +669,14 @@ impl CacheStream {
         let mut headers = vec![
             ("content-type", content_type),
             (STATUS_HEADER, "hit"),
-            ("x-ai-cache-match", if similarity.is_some() { "semantic" } else { "exact" }),
+            (
+                "x-ai-cache-match",
+                if similarity.is_some() {
+                    "semantic"
+                } else {
+                    "exact"
+                },
+            ),
         ];
         if let Some(score) = &score {
             headers.push(("x-ai-cache-similarity", score));
@@ -631,7 +696,12 @@ impl CacheStream {
 
     /// Stores a miss's answer once its response has ended (if it can be cached).
     fn store_answer(&mut self) {
-        let State::Forwarded { plan, vector, capture } = std::mem::replace(&mut self.state, State::Off) else {
+        let State::Forwarded {
+            plan,
+            vector,
+            capture,
+        } = std::mem::replace(&mut self.state, State::Off)
+        else {
             return;
         };
         let (Some(config), Some(capture)) = (self.config.clone(), capture) else {
@@ -659,7 +729,8 @@ impl CacheStream {
                     series: self.labels.series.clone(),
                 });
             }
-            _ => match Self::local_store(&config, &HostData).put(&plan.key, &value, expires, now_s) {
+            _ => match Self::local_store(&config, &HostData).put(&plan.key, &value, expires, now_s)
+            {
                 Ok(()) => self.count(metric::STORED),
                 Err(why) => return self.not_stored(why),
             },
@@ -682,7 +753,9 @@ impl CacheStream {
                 }
             }
             VectorType::Chroma => {
-                if let Some(call) = chroma::upsert(&semantic.vector, &plan.namespace, &plan.key, &vector) {
+                if let Some(call) =
+                    chroma::upsert(&semantic.vector, &plan.namespace, &plan.key, &vector)
+                {
                     self.worker.queue(Job {
                         call,
                         failure_metric: metric::VECTOR_ERROR,

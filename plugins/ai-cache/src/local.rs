@@ -57,7 +57,11 @@ pub fn fingerprint(key: &str) -> u64 {
     // Keys end in a hex SHA-256; its last 16 digits are as good as any.
     let tail = &key[key.len().saturating_sub(16)..];
     u64::from_str_radix(tail, 16)
-        .unwrap_or_else(|_| tail.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)))
+        .unwrap_or_else(|_| {
+            tail.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            })
+        })
         .max(1)
 }
 
@@ -101,7 +105,13 @@ impl<D: SharedData> LocalStore<'_, D> {
     }
 
     /// Stores `value` under `key` until `expires`; `Err` says why it was not stored.
-    pub fn put(&self, key: &str, value: &[u8], expires: u32, now_s: u64) -> Result<(), &'static str> {
+    pub fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires: u32,
+        now_s: u64,
+    ) -> Result<(), &'static str> {
         let record_len = 2 + key.len() + 4 + value.len();
         if record_len > self.max_entry_bytes {
             return Err("answer is larger than the local store's share per entry");
@@ -109,7 +119,11 @@ impl<D: SharedData> LocalStore<'_, D> {
         let fp = fingerprint(key);
         let set = self.set_of(fp);
         let tags_key = self.tags_key(set);
-        let way = choose_way(&decode_tags(self.data.get(&tags_key).0.as_deref()), fp, now_s);
+        let way = choose_way(
+            &decode_tags(self.data.get(&tags_key).0.as_deref()),
+            fp,
+            now_s,
+        );
         let mut record = Vec::with_capacity(record_len);
         record.extend_from_slice(&(key.len() as u16).to_le_bytes());
         record.extend_from_slice(key.as_bytes());
@@ -136,10 +150,11 @@ impl<D: SharedData> LocalStore<'_, D> {
 fn choose_way(tags: &[Tag; WAYS], fp: u64, now_s: u64) -> usize {
     tags.iter()
         .position(|t| t.fingerprint == fp)
-        .or_else(|| tags.iter().position(|t| t.fingerprint == 0 || u64::from(t.expires) <= now_s))
-        .unwrap_or_else(|| {
-            (0..WAYS).min_by_key(|&w| tags[w].stored).unwrap_or(0)
+        .or_else(|| {
+            tags.iter()
+                .position(|t| t.fingerprint == 0 || u64::from(t.expires) <= now_s)
         })
+        .unwrap_or_else(|| (0..WAYS).min_by_key(|&w| tags[w].stored).unwrap_or(0))
 }
 
 fn split_record(record: &[u8]) -> Option<(&[u8], u32, &[u8])> {
@@ -177,7 +192,11 @@ mod tests {
         assert_eq!(s.get(&key(1), 110), None, "expired");
         assert_eq!(s.get(&key(2), 105), None);
         s.put(&key(1), b"newer", expiry(100, 0), 100).unwrap();
-        assert_eq!(s.get(&key(1), 1 << 31).as_deref(), Some(&b"newer"[..]), "ttl 0 never expires");
+        assert_eq!(
+            s.get(&key(1), 1 << 31).as_deref(),
+            Some(&b"newer"[..]),
+            "ttl 0 never expires"
+        );
     }
 
     #[test]
@@ -185,7 +204,13 @@ mod tests {
         let data = Map::default();
         let s = store(&data, 16);
         for n in 0..2000 {
-            s.put(&key(n), format!("answer {n}").as_bytes(), expiry(n, 3600), n).unwrap();
+            s.put(
+                &key(n),
+                format!("answer {n}").as_bytes(),
+                expiry(n, 3600),
+                n,
+            )
+            .unwrap();
         }
         // 4 sets: 4 tag records and 16 data records, never more.
         assert_eq!(data.values.borrow().len(), 4 + 16);
@@ -199,7 +224,10 @@ mod tests {
         }
         assert_eq!(hits, 16);
         assert!(s.get(&key(1999), 2000).is_some());
-        assert!(s.put(&key(5), &[b'x'; 300], u32::MAX, 0).is_err(), "over the share per entry");
+        assert!(
+            s.put(&key(5), &[b'x'; 300], u32::MAX, 0).is_err(),
+            "over the share per entry"
+        );
     }
 
     #[test]

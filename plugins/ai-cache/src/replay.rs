@@ -60,13 +60,17 @@ impl Replay<'_> {
         let mut out = Vec::with_capacity(self.entry.content.len() * 2 + 1024);
         let chunk = |delta: Value, finish: Option<&str>| {
             let mut c = self.base("chat.completion.chunk");
-            c["choices"] = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+            c["choices"] =
+                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
             if include_usage {
                 c["usage"] = Value::Null;
             }
             c.to_string()
         };
-        sse::write_data(&mut out, &chunk(json!({"role": "assistant", "content": ""}), None));
+        sse::write_data(
+            &mut out,
+            &chunk(json!({"role": "assistant", "content": ""}), None),
+        );
         for piece in pieces(&self.entry.content, chunk_chars) {
             sse::write_data(&mut out, &chunk(json!({"content": piece}), None));
         }
@@ -126,10 +130,20 @@ mod tests {
         let e = entry();
         let c: ChatCompletion = serde_json::from_slice(&replay(&e).completion()).unwrap();
         assert_eq!(c.object, "chat.completion");
-        assert_eq!(c.choices[0].message.content.as_ref().unwrap().text(), e.content);
+        assert_eq!(
+            c.choices[0].message.content.as_ref().unwrap().text(),
+            e.content
+        );
         assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
         let usage = c.usage.unwrap();
-        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.total_tokens), (14, 8, 22));
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (14, 8, 22)
+        );
         assert_eq!(usage.prompt_tokens_details.unwrap().cached_tokens, 14);
     }
 
@@ -143,20 +157,28 @@ mod tests {
             .iter()
             .map(|ev| serde_json::from_str(&ev.data).unwrap())
             .collect();
-        assert_eq!(chunks[0].choices[0].delta.role.as_deref(), Some("assistant"));
+        assert_eq!(
+            chunks[0].choices[0].delta.role.as_deref(),
+            Some("assistant")
+        );
         let text: String = chunks
             .iter()
             .filter_map(|c| c.choices.first()?.delta.content.clone())
             .collect();
         assert_eq!(text, e.content);
-        let content_chunks = chunks.iter().filter(|c| c.choices.first().is_some_and(|ch| ch.delta.has_output())).count();
+        let content_chunks = chunks
+            .iter()
+            .filter(|c| c.choices.first().is_some_and(|ch| ch.delta.has_output()))
+            .count();
         assert_eq!(content_chunks, e.content.chars().count().div_ceil(5));
         let finish = &chunks[chunks.len() - 2];
         assert_eq!(finish.choices[0].finish_reason.as_deref(), Some("stop"));
         let last = chunks.last().unwrap();
         assert!(last.choices.is_empty());
         assert_eq!(last.usage.as_ref().unwrap().total_tokens, 22);
-        assert!(chunks.iter().all(|c| c.id == "chatcmpl-cache-1" && c.model == "gpt-4o-2024"));
+        assert!(chunks
+            .iter()
+            .all(|c| c.id == "chatcmpl-cache-1" && c.model == "gpt-4o-2024"));
     }
 
     #[test]
@@ -169,7 +191,10 @@ mod tests {
 
     #[test]
     fn pieces_respect_characters() {
-        assert_eq!(pieces("h\u{e9}llo w\u{f6}rld", 4), vec!["h\u{e9}ll", "o w\u{f6}", "rld"]);
+        assert_eq!(
+            pieces("h\u{e9}llo w\u{f6}rld", 4),
+            vec!["h\u{e9}ll", "o w\u{f6}", "rld"]
+        );
         assert_eq!(pieces("", 4), Vec::<&str>::new());
         assert_eq!(pieces("abc", 3), vec!["abc"]);
     }

@@ -116,7 +116,9 @@ impl<D: SharedData> VectorStore<'_, D> {
             slots[slot % PAGE] = Some(entry.clone());
             Some(encode_page(gen, &slots))
         });
-        written.then_some(()).ok_or("shared data refused the vector")
+        written
+            .then_some(())
+            .ok_or("shared data refused the vector")
     }
 }
 
@@ -134,7 +136,8 @@ fn decode_meta(bytes: Option<&[u8]>) -> (u64, Vec<u32>) {
 
 fn encode_meta(next: u64, gens: &[u32]) -> Vec<u8> {
     let mut out = next.to_le_bytes().to_vec();
-    gens.iter().for_each(|g| out.extend_from_slice(&g.to_le_bytes()));
+    gens.iter()
+        .for_each(|g| out.extend_from_slice(&g.to_le_bytes()));
     out
 }
 
@@ -152,7 +155,9 @@ fn encode_page(gen: u32, slots: &[Option<VectorEntry>]) -> Vec<u8> {
         out.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
         out.extend_from_slice(e.key.as_bytes());
         out.extend_from_slice(&(e.vector.len() as u16).to_le_bytes());
-        e.vector.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        e.vector
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
     }
     out
 }
@@ -166,7 +171,11 @@ fn decode_page(bytes: Option<&[u8]>) -> (u32, Vec<Option<VectorEntry>>) {
     let gen = u32::from_le_bytes(bytes[..4].try_into().unwrap_or_default());
     let mut rest = &bytes[4..];
     for slot in slots.iter_mut() {
-        let Some(len) = rest.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+        let Some(len) = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+        else {
             break;
         };
         let Some(record) = rest.get(4..4 + len as usize) else {
@@ -215,7 +224,11 @@ mod tests {
     #[test]
     fn nearest_in_the_namespace_by_cosine() {
         let data = Map::default();
-        let s = VectorStore { data: &data, prefix: "p:", max_entries: 100 };
+        let s = VectorStore {
+            data: &data,
+            prefix: "p:",
+            max_entries: 100,
+        };
         let mut index = VectorIndex::default();
         assert_eq!(s.nearest(&mut index, 1, &[1.0, 0.0], 0), None);
         s.insert(entry(1, "a", &[2.0, 0.0])).unwrap();
@@ -227,13 +240,21 @@ mod tests {
         assert_eq!(s.nearest(&mut index, 2, &[0.0, 1.0], 0).unwrap().0, "c");
         assert_eq!(s.nearest(&mut index, 3, &[0.0, 1.0], 0), None);
         assert_eq!(s.nearest(&mut index, 1, &[0.9, 0.1], 1000), None, "expired");
-        assert_eq!(s.nearest(&mut index, 1, &[0.9, 0.1, 0.0], 0), None, "other dimensions");
+        assert_eq!(
+            s.nearest(&mut index, 1, &[0.9, 0.1, 0.0], 0),
+            None,
+            "other dimensions"
+        );
     }
 
     #[test]
     fn a_worker_sees_vectors_another_worker_added() {
         let data = Map::default();
-        let s = VectorStore { data: &data, prefix: "p:", max_entries: 100 };
+        let s = VectorStore {
+            data: &data,
+            prefix: "p:",
+            max_entries: 100,
+        };
         let mut worker = VectorIndex::default();
         s.insert(entry(1, "a", &[1.0, 0.0])).unwrap();
         assert_eq!(s.nearest(&mut worker, 1, &[0.0, 1.0], 0).unwrap().0, "a");
@@ -244,18 +265,33 @@ mod tests {
     #[test]
     fn bounded_ring_replaces_the_oldest() {
         let data = Map::default();
-        let s = VectorStore { data: &data, prefix: "p:", max_entries: 40 };
+        let s = VectorStore {
+            data: &data,
+            prefix: "p:",
+            max_entries: 40,
+        };
         let mut index = VectorIndex::default();
         for n in 0..100 {
             let angle = n as f32 / 100.0;
-            s.insert(entry(1, &format!("k{n}"), &[angle.cos(), angle.sin()])).unwrap();
+            s.insert(entry(1, &format!("k{n}"), &[angle.cos(), angle.sin()]))
+                .unwrap();
         }
         assert_eq!(data.values.borrow().len(), 1 + 2, "meta and two pages");
         let angle = 5.0f32 / 100.0;
-        let (key, _) = s.nearest(&mut index, 1, &[angle.cos(), angle.sin()], 0).unwrap();
-        assert_eq!(key, "k60", "k5 was replaced; the nearest left is the oldest kept");
+        let (key, _) = s
+            .nearest(&mut index, 1, &[angle.cos(), angle.sin()], 0)
+            .unwrap();
+        assert_eq!(
+            key, "k60",
+            "k5 was replaced; the nearest left is the oldest kept"
+        );
         let angle = 80.0f32 / 100.0;
-        assert_eq!(s.nearest(&mut index, 1, &[angle.cos(), angle.sin()], 0).unwrap().0, "k80");
+        assert_eq!(
+            s.nearest(&mut index, 1, &[angle.cos(), angle.sin()], 0)
+                .unwrap()
+                .0,
+            "k80"
+        );
         assert!(s.insert(entry(1, "z", &[0.0, 0.0])).is_err());
     }
 }
