@@ -8,6 +8,8 @@ use e2e::config::static_cluster;
 use e2e::services::{chroma::Chroma, embedder::Embedder, free_port, loopback, redis::Redis};
 use e2e::{python, Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -68,7 +70,8 @@ fn wait_until(what: &str, check: impl Fn() -> bool) {
 }
 
 /// One Envoy with the shared-data stores: default route (global scope), `/ttl` (1 s TTL),
-/// `/tenant` (answers kept per consumer), `/full` (fullRequest keys).
+/// `/tenant` (answers kept per consumer), `/full` (fullRequest keys), `/small` (answers up to
+/// 16 bytes), with ai-statistics in front.
 struct Local {
     mock: MockServer,
     envoy: Envoy,
@@ -83,7 +86,8 @@ fn local() -> &'static Local {
             "_rules_": [
                 {"_match_route_": ["ttl"], "cache": {"type": "local", "cacheTTL": 1, "cacheKeyPrefix": "ttl:"}},
                 {"_match_route_": ["tenant"], "scope": "consumer"},
-                {"_match_route_": ["full"], "cacheKeyStrategy": "fullRequest"}
+                {"_match_route_": ["full"], "cacheKeyStrategy": "fullRequest"},
+                {"_match_route_": ["small"], "maxAnswerBytes": 16}
             ]
         });
         let envoy = Envoy::start(
@@ -93,6 +97,7 @@ fn local() -> &'static Local {
                 .route("ttl", "/ttl/", "provider")
                 .route("tenant", "/tenant/", "provider")
                 .route("full", "/full/", "provider")
+                .route("small", "/small/", "provider")
                 .route("chat", "/", "provider")
                 .cluster("provider", mock.addr)
                 .to_json(),
@@ -306,6 +311,59 @@ fn tool_calls_errors_and_hot_requests_are_never_cached() {
     }
     assert_eq!(provider_calls(mock, q), 2);
     wait_stat(envoy, "never", "ai_cache_not_stored", 5);
+}
+
+#[test]
+fn cut_short_and_too_long_answers_are_not_stored() {
+    let Local { mock, envoy } = local();
+    let _report = envoy.report_on_failure();
+    // The client hangs up after the first bytes of a slow stream.
+    let q = "Tell me a long story about a lighthouse.";
+    let body =
+        json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": q}]})
+            .to_string();
+    let mut conn = TcpStream::connect(("127.0.0.1", envoy.port())).expect("connect");
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer sk-client\r\n\
+         content-type: application/json\r\nx-mock-delay-ms: 300\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: ") {
+        let n = conn.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(conn);
+    wait_until("the provider to see the request", || {
+        provider_calls(mock, q) == 1
+    });
+    assert_eq!(
+        ask(envoy, "", &chat(q), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(provider_calls(mock, q), 2);
+
+    // Longer than maxAnswerBytes: passed on whole, not stored.
+    let q = "Describe the sea.";
+    for _ in 0..2 {
+        let reply = ask(envoy, "/small", &chat(q), &[]);
+        assert_eq!(reply.header("x-ai-cache"), Some("miss"));
+        assert_eq!(text(&reply), "Hello from the mock provider,");
+    }
+    let short = "Say hi.";
+    ask(envoy, "/small", &chat(short), &[("x-mock-chunks", "2")]);
+    assert_eq!(
+        ask(envoy, "/small", &chat(short), &[]).header("x-ai-cache"),
+        Some("hit")
+    );
 }
 
 #[test]

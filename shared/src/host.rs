@@ -39,6 +39,27 @@ pub fn load_rules<T>(
     }
 }
 
+/// The `_rules_` config for the current request, with its route and upstream cluster names
+/// (`xds.route_name`, `xds.cluster_name`, read once; `:authority` only when a rule matches on
+/// domains). `None` when no rule and no global config apply.
+pub fn request_rule<T>(
+    rules: &crate::rules::RuleSet<T>,
+) -> Option<(std::rc::Rc<T>, String, String)> {
+    let route = property_string(&["xds", "route_name"]).unwrap_or_default();
+    let cluster = property_string(&["xds", "cluster_name"]).unwrap_or_default();
+    let host = if rules.uses_host() {
+        request_header(":authority").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let config = rules.get(&crate::rules::RequestKeys {
+        route: &route,
+        host: &host,
+        service: &cluster,
+    })?;
+    Some((config, route, cluster))
+}
+
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()

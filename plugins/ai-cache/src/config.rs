@@ -173,31 +173,44 @@ struct Raw {
     #[serde(default)]
     enable_semantic_cache: Option<bool>,
     #[serde(default)]
-    cache: Option<RawCache>,
+    cache: Option<Map<String, Value>>,
     #[serde(default)]
-    embedding: Option<RawEmbedding>,
+    embedding: Option<Map<String, Value>>,
     #[serde(default)]
-    vector: Option<RawVector>,
+    vector: Option<Map<String, Value>>,
 }
 
-/// The service keys every section shares (`serviceName`, `serviceHost`, `timeout`).
-struct RawService<'a> {
-    service_name: &'a Option<String>,
-    service_host: &'a Option<String>,
+/// The service keys every section shares. Parsed apart from the rest of a section, because
+/// serde cannot refuse unknown keys in a struct that includes another.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawService {
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    service_host: Option<String>,
+    /// Higress names a service by name and port; here the cluster already has its port.
+    #[serde(default)]
+    #[allow(dead_code)]
+    service_port: Option<u16>,
+    #[serde(default)]
     timeout: Option<u64>,
 }
 
-/// Higress names a service by name and port; here the cluster already has its port, so
-/// `servicePort` is accepted and not used.
-macro_rules! raw_service {
-    ($raw:expr) => {{
-        let _ = $raw.service_port;
-        RawService {
-            service_name: &$raw.service_name,
-            service_host: &$raw.service_host,
-            timeout: $raw.timeout,
-        }
-    }};
+const SERVICE_KEYS: [&str; 4] = ["serviceName", "serviceHost", "servicePort", "timeout"];
+
+/// Parses the section `name`: its service keys, and the rest as `T`; errors name the path.
+fn section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    map: &Map<String, Value>,
+) -> Result<(T, RawService), ConfigError> {
+    let (service, rest): (Map<String, Value>, Map<String, Value>) = map
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| SERVICE_KEYS.contains(&k.as_str()));
+    let service = parse_object(&service).map_err(|e| e.under(name))?;
+    let typed = parse_object(&rest).map_err(|e| e.under(name))?;
+    Ok((typed, service))
 }
 
 #[derive(Deserialize)]
@@ -205,15 +218,6 @@ macro_rules! raw_service {
 struct RawCache {
     #[serde(rename = "type")]
     kind: CacheType,
-    #[serde(default)]
-    service_name: Option<String>,
-    #[serde(default)]
-    service_host: Option<String>,
-    /// Higress names a service by name and port; here the cluster already has its port.
-    #[serde(default)]
-    service_port: Option<u16>,
-    #[serde(default)]
-    timeout: Option<u64>,
     #[serde(default = "default_ttl", rename = "cacheTTL")]
     cache_ttl: u64,
     #[serde(default = "default_prefix")]
@@ -229,15 +233,6 @@ struct RawCache {
 struct RawEmbedding {
     #[serde(rename = "type")]
     kind: EmbeddingType,
-    #[serde(default)]
-    service_name: Option<String>,
-    #[serde(default)]
-    service_host: Option<String>,
-    /// Higress names a service by name and port; here the cluster already has its port.
-    #[serde(default)]
-    service_port: Option<u16>,
-    #[serde(default)]
-    timeout: Option<u64>,
     #[serde(default)]
     path: Option<String>,
     #[serde(default)]
@@ -255,15 +250,6 @@ struct RawEmbedding {
 struct RawVector {
     #[serde(rename = "type")]
     kind: VectorType,
-    #[serde(default)]
-    service_name: Option<String>,
-    #[serde(default)]
-    service_host: Option<String>,
-    /// Higress names a service by name and port; here the cluster already has its port.
-    #[serde(default)]
-    service_port: Option<u16>,
-    #[serde(default)]
-    timeout: Option<u64>,
     #[serde(default, rename = "collectionID")]
     collection_id: Option<String>,
     #[serde(default = "default_tenant")]
@@ -334,7 +320,7 @@ const DEFAULT_CACHE_TIMEOUT_MS: u64 = 500;
 const DEFAULT_EMBEDDING_TIMEOUT_MS: u64 = 2000;
 const DEFAULT_VECTOR_TIMEOUT_MS: u64 = 1000;
 
-impl RawService<'_> {
+impl RawService {
     fn resolve(&self, what: &str, default_timeout_ms: u64) -> Result<Service, ConfigError> {
         let cluster = self
             .service_name
@@ -379,11 +365,10 @@ impl Config {
                 max_entries: default_cache_entries(),
                 max_bytes: default_cache_bytes(),
             },
-            Some(c) => {
+            Some(map) => {
+                let (c, service): (RawCache, _) = section("cache", &map)?;
                 let service = match c.kind {
-                    CacheType::Redis => {
-                        Some(raw_service!(c).resolve("cache", DEFAULT_CACHE_TIMEOUT_MS)?)
-                    }
+                    CacheType::Redis => Some(service.resolve("cache", DEFAULT_CACHE_TIMEOUT_MS)?),
                     CacheType::Local => None,
                 };
                 if c.max_entries == 0 || c.max_bytes < c.max_entries {
@@ -407,9 +392,14 @@ impl Config {
             let embedding = raw
                 .embedding
                 .ok_or_else(|| ConfigError::new("embedding", "required for the semantic cache"))?;
+            let (embedding, service): (RawEmbedding, _) = section("embedding", &embedding)?;
+            let vector = match raw.vector {
+                Some(map) => Some(section::<RawVector>("vector", &map)?),
+                None => None,
+            };
             Some(Semantic {
-                embedding: embedding.resolve()?,
-                vector: resolve_vector(raw.vector)?,
+                embedding: embedding.resolve(service)?,
+                vector: resolve_vector(vector)?,
             })
         } else {
             None
@@ -435,8 +425,8 @@ impl Config {
 }
 
 impl RawEmbedding {
-    fn resolve(self) -> Result<Embedding, ConfigError> {
-        let service = raw_service!(self).resolve("embedding", DEFAULT_EMBEDDING_TIMEOUT_MS)?;
+    fn resolve(self, service: RawService) -> Result<Embedding, ConfigError> {
+        let service = service.resolve("embedding", DEFAULT_EMBEDDING_TIMEOUT_MS)?;
         let model = self.model.unwrap_or_else(|| {
             match self.kind {
                 EmbeddingType::Openai => "text-embedding-3-small",
@@ -476,8 +466,8 @@ impl RawEmbedding {
     }
 }
 
-fn resolve_vector(raw: Option<RawVector>) -> Result<Vector, ConfigError> {
-    let Some(raw) = raw else {
+fn resolve_vector(raw: Option<(RawVector, RawService)>) -> Result<Vector, ConfigError> {
+    let Some((raw, service)) = raw else {
         return Ok(Vector {
             kind: VectorType::Local,
             service: None,
@@ -505,7 +495,7 @@ fn resolve_vector(raw: Option<RawVector>) -> Result<Vector, ConfigError> {
                 return Err(ConfigError::new("vector.collectionID", "must be a UUID"));
             }
             (
-                Some(raw_service!(raw).resolve("vector", DEFAULT_VECTOR_TIMEOUT_MS)?),
+                Some(service.resolve("vector", DEFAULT_VECTOR_TIMEOUT_MS)?),
                 id,
             )
         }
@@ -562,6 +552,13 @@ mod tests {
         assert!(err.to_string().contains("cacheTTL"), "{err}");
         let err = parse(json!({"cache": {"type": "redis"}})).unwrap_err();
         assert_eq!(err.path, "cache.serviceName");
+        let err = parse(json!({"cache": {"type": "local", "maxEntrys": 5}})).unwrap_err();
+        assert!(err.to_string().starts_with("cache.maxEntrys"), "{err}");
+        let err = parse(json!({"cache": {"type": "redis", "serviceName": "r", "timeout": "1s"}}))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("cache.timeout"), "{err}");
+        let err = parse(json!({"cache": "redis"})).unwrap_err();
+        assert!(err.to_string().starts_with("cache"), "{err}");
         let err = parse(json!({"cacheKeyStrategy": "firstQuestion"})).unwrap_err();
         assert!(err.to_string().contains("cacheKeyStrategy"), "{err}");
     }

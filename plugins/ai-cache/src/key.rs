@@ -75,15 +75,12 @@ pub fn plan(body: &[u8], config: &Config, consumer: Option<&str>) -> Result<Plan
             .filter(|c| !c.is_empty())
             .ok_or("scope is consumer and the request names none")?,
     };
-    let questions: Vec<&Value> = messages
-        .iter()
-        .filter(|m| role(Some(m)) == Some("user"))
-        .collect();
     let text = match config.strategy {
         Strategy::LastQuestion => text_of(messages.last().unwrap_or(&Value::Null))?,
-        _ => questions
+        _ => messages
             .iter()
-            .map(|m| text_of(m))
+            .filter(|m| role(Some(m)) == Some("user"))
+            .map(text_of)
             .collect::<Result<Vec<_>, _>>()?
             .join("\n"),
     };

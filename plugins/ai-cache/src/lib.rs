@@ -29,7 +29,7 @@ pub mod vectors;
 use aigw_shared::callout::Callout;
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::metrics::series_prefix;
-use aigw_shared::rules::{RequestKeys, RuleSet};
+use aigw_shared::rules::RuleSet;
 use aigw_shared::webdis;
 use capture::Capture;
 use config::{CacheType, Config, VectorType};
@@ -315,18 +315,7 @@ impl Context for CacheStream {
 
 impl HttpContext for CacheStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
-        let authority = if self.rules.uses_host() {
-            host::request_header(":authority").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let Some(config) = self.rules.get(&RequestKeys {
-            route: &route,
-            host: &authority,
-            service: &cluster,
-        }) else {
+        let Some((config, route, cluster)) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let method = host::request_header(":method").unwrap_or_default();
@@ -560,16 +549,12 @@ impl CacheStream {
         let Some(config) = self.config.clone() else {
             return self.miss(plan, vector);
         };
-        let Some(semantic) = config.semantic.as_ref() else {
-            let found = answer.and_then(|body| redis_value(body));
-            return self.after_exact(plan, step, vector, found);
-        };
-        match step {
-            Step::Exact | Step::Similar(_) => {
-                let found = answer.and_then(|body| redis_value(body));
+        match (step, config.semantic.as_ref()) {
+            (Step::Exact | Step::Similar(_), _) | (_, None) => {
+                let found = answer.and_then(redis_value);
                 self.after_exact(plan, step, vector, found)
             }
-            Step::Embed => {
+            (Step::Embed, Some(semantic)) => {
                 match answer.and_then(|b| embedding::parse(semantic.embedding.kind, b)) {
                     Ok(vector) => self.nearest(plan, vector),
                     Err(why) => {
@@ -579,7 +564,7 @@ impl CacheStream {
                     }
                 }
             }
-            Step::Nearest => match answer.and_then(chroma::nearest) {
+            (Step::Nearest, Some(_)) => match answer.and_then(chroma::nearest) {
                 Ok(found) => self.after_nearest(plan, vector, found),
                 Err(why) => {
                     log::warn!("ai-cache: vector search failed, serving as a miss: {why}");

@@ -16,7 +16,7 @@ pub mod translate;
 
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::host;
-use aigw_shared::rules::{RequestKeys, RuleSet};
+use aigw_shared::rules::RuleSet;
 use config::{Config, Provider};
 use keys::{refuses_key, Cooldowns};
 use provider::WireFormat;
@@ -95,18 +95,7 @@ impl Context for ProxyStream {}
 
 impl HttpContext for ProxyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
-        let authority = if self.rules.uses_host() {
-            host::request_header(":authority").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let Some(config) = self.rules.get(&RequestKeys {
-            route: &route,
-            host: &authority,
-            service: &cluster,
-        }) else {
+        let Some((config, _, _)) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let method = host::request_header(":method").unwrap_or_default();
