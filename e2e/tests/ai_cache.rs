@@ -531,7 +531,7 @@ struct Semantic {
     chroma: Chroma,
     collection: String,
     envoy: Envoy,
-    _embedder: Embedder,
+    embedder: Embedder,
 }
 
 /// Routes: `/local` keeps vectors in shared data, `/chroma` in Chroma. Threshold 0.95: the
@@ -570,7 +570,7 @@ fn semantic() -> &'static Semantic {
             chroma,
             collection,
             envoy,
-            _embedder: embedder,
+            embedder,
         }
     })
 }
@@ -655,4 +655,66 @@ fn semantic_hit_with_a_real_embedding_model_and_chroma() {
             s.chroma.count(&s.collection) >= 1
         })
     });
+}
+
+/// `envoy-configs/ai-cache.yaml` as shipped, on real Redis/Webdis, Chroma and the embedding
+/// model: exact hits from Redis, paraphrases through Chroma, hits metered by ai-statistics.
+#[test]
+fn shipped_config_serves_exact_and_semantic_hits() {
+    let s = semantic();
+    let redis = Redis::start();
+    let collection = s.chroma.collection("ai-cache-shipped");
+    let dir = e2e::paths::scratch_dir("shipped-ai-cache");
+    let template =
+        std::fs::read_to_string(e2e::paths::repo_root().join("envoy-configs/ai-cache.yaml"))
+            .expect("envoy-configs/ai-cache.yaml");
+    let wasm_dir = e2e::paths::plugin_wasm("ai-cache");
+    let vars = [
+        ("PORT", "0".to_string()),
+        ("ADMIN_PORT", "0".to_string()),
+        ("ACCESS_LOG", dir.join("access.log").display().to_string()),
+        ("WASM_DIR", wasm_dir.parent().unwrap().display().to_string()),
+        ("PROVIDER_PORT", s.mock.port().to_string()),
+        ("WEBDIS_PORT", redis.webdis.port().to_string()),
+        ("EMBEDDER_PORT", s.embedder.addr.port().to_string()),
+        ("CHROMA_PORT", s.chroma.addr.port().to_string()),
+        ("CHROMA_COLLECTION", collection.clone()),
+    ];
+    let config = dir.join("ai-cache.yaml");
+    std::fs::write(&config, e2e::config::render(&template, &vars).unwrap()).unwrap();
+    let envoy = Envoy::start_file(
+        &config,
+        &e2e::EnvoyOptions {
+            work_dir: Some(dir),
+            ..Default::default()
+        },
+    );
+    let _report = envoy.report_on_failure();
+
+    let asked = "How many legs does a spider have?";
+    assert_eq!(
+        ask(&envoy, "", &chat(asked), &[]).header("x-ai-cache"),
+        Some("miss")
+    );
+    wait_until("the answer in Redis and the vector in Chroma", || {
+        redis.command(&["DBSIZE"]).as_u64() == Some(1) && s.chroma.count(&collection) == 1
+    });
+    assert_eq!(
+        ask(&envoy, "", &chat(asked), &[]).header("x-ai-cache-match"),
+        Some("exact")
+    );
+    let paraphrase = ask(&envoy, "", &chat("How many legs do spiders have?"), &[]);
+    assert_eq!(paraphrase.header("x-ai-cache-match"), Some("semantic"));
+    // A near miss: another animal.
+    let near = ask(&envoy, "", &chat("How many legs does an ant have?"), &[]);
+    assert_eq!(near.header("x-ai-cache"), Some("miss"));
+
+    let cached = stat(&envoy, "unknown", "cached_input_token");
+    envoy.wait_for_stats("hits metered as cached input", |_| {
+        stat(&envoy, "unknown", "ai_cache_hit") == 2
+            && stat(&envoy, "unknown", "cached_input_token") > cached
+    });
+    let log = envoy.wait_access_log(4);
+    let states: Vec<&str> = log.iter().filter_map(|l| l["ai_cache"].as_str()).collect();
+    assert_eq!(states, ["miss", "hit", "hit", "miss"]);
 }

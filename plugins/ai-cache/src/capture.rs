@@ -78,7 +78,8 @@ impl Capture {
                 }
             }
             Some(Reader::Json(buffer)) => {
-                if !buffer.push(chunk) {
+                let fits = buffer.push(chunk);
+                if !fits {
                     self.refuse("answer is larger than maxAnswerBytes");
                 }
             }

@@ -129,6 +129,7 @@ struct CacheRoot {
     worker: Option<Rc<Worker>>,
     /// Stores in flight: token → (failure metric, series).
     in_flight: HashMap<u32, (&'static str, String)>,
+    /// Ticks since the metrics were last written to Envoy.
     ticks: u32,
 }
 
@@ -188,8 +189,9 @@ impl RootContext for CacheRoot {
                 }
             }
         }
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % (host::METRICS_FLUSH_PERIOD.as_millis() / TICK.as_millis()) as u32 == 0 {
+        self.ticks += 1;
+        if self.ticks >= (host::METRICS_FLUSH_PERIOD.as_millis() / TICK.as_millis()) as u32 {
+            self.ticks = 0;
             worker.metrics.borrow_mut().flush();
         }
     }
@@ -241,6 +243,8 @@ enum Step {
     Similar(f32),
 }
 
+// One per stream, never in a collection: boxing the plan would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// The plugin does nothing for this request.
     Off,
