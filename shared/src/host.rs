@@ -102,6 +102,31 @@ pub fn response_headers() -> Vec<(String, String)> {
     hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default()
 }
 
+/// Response headers read in one host call, looked up by name.
+pub struct ResponseHeaders(Vec<(String, String)>);
+
+impl ResponseHeaders {
+    /// All response headers (one host call: cheaper than one per header).
+    pub fn read() -> Self {
+        ResponseHeaders(response_headers())
+    }
+
+    /// The first value of a (lower-case) header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `:status`, or 0 when unreadable.
+    pub fn status(&self) -> u16 {
+        self.get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// Answers the request from the plugin (status, headers, body).
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
     if let Err(err) = hostcalls::send_http_response(status as u32, headers.to_vec(), Some(body)) {

@@ -393,16 +393,10 @@ impl HttpContext for CacheStream {
             State::Skip => host::set_response_header(STATUS_HEADER, Some("skip")),
             State::Forwarded { capture, .. } => {
                 host::set_response_header(STATUS_HEADER, Some("miss"));
-                let headers = host::response_headers();
-                let header = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.as_str())
-                };
-                let status = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+                let headers = host::ResponseHeaders::read();
                 let max = self.config.as_ref().map_or(0, |c| c.max_answer_bytes);
-                match Capture::new(status, header("content-type").unwrap_or(""), max) {
+                let content_type = headers.get("content-type").unwrap_or("");
+                match Capture::new(headers.status(), content_type, max) {
                     Ok(c) => *capture = Some(c),
                     Err(why) => self.not_stored(why),
                 }

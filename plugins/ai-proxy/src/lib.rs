@@ -198,18 +198,12 @@ impl HttpContext for ProxyStream {
         let Some(exchange) = self.exchange.as_mut() else {
             return Action::Continue;
         };
-        let headers = host::response_headers();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let status: u16 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers = host::ResponseHeaders::read();
+        let status = headers.status();
         if refuses_key(status) {
-            exchange.cool_down_key(header("retry-after"));
+            exchange.cool_down_key(headers.get("retry-after"));
         }
-        let mut content_type = header("content-type").unwrap_or("").to_string();
+        let mut content_type = headers.get("content-type").unwrap_or("").to_string();
         let mut flow = ResponseFlow {
             mode: BodyMode::Passthrough,
             status,

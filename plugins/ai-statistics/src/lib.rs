@@ -135,17 +135,10 @@ impl HttpContext for StatsStream {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(state) = self.state.as_mut() {
-            // One host call for all headers is cheaper than one per header.
-            let headers = host::response_headers();
-            let value = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            state.record.status = value(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let headers = host::ResponseHeaders::read();
+            state.record.status = headers.status();
             state.response = Some(ResponseMeter::new(
-                value("content-type").unwrap_or(""),
+                headers.get("content-type").unwrap_or(""),
                 state.config.max_body_bytes,
             ));
         }

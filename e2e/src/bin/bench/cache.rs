@@ -116,7 +116,7 @@ pub fn run(plan: &Plan) {
             let start = Instant::now();
             let reply = post_json(
                 &embed_url,
-                &json!({"model": "e5", "input": format!("embedding question {round}-{i}")}),
+                &json!({"model": "e5", "input": unique("semantic")(i + n)}),
                 &[],
             );
             assert_eq!(reply.status, 200);
