@@ -182,7 +182,7 @@ struct Raw {
 
 /// The service keys every section shares. Parsed apart from the rest of a section, because
 /// serde cannot refuse unknown keys in a struct that includes another.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawService {
     #[serde(default)]
