@@ -1,12 +1,12 @@
-//! Real services some tests need (Redis with Webdis, Chroma, an embedding model), started on
-//! free loopback ports and stopped with the guard that holds them. `make services` installs
-//! them (`e2e/services/*.sh`).
+//! Real services some tests run beside Envoy (Redis with Webdis, Chroma, an embedding model),
+//! each on free loopback ports and stopped with the value that started it. `make services`
+//! installs them (`e2e/services/*.sh`).
 
 pub mod chroma;
 pub mod embedder;
 pub mod redis;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on right now.
@@ -31,10 +31,6 @@ pub fn wait_ready(what: &str, timeout: Duration, log: &std::path::Path, ready: i
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-pub fn accepts_connections(port: u16) -> bool {
-    TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok()
 }
 
 /// `true` when `GET url` answers 200.
