@@ -12,6 +12,7 @@ pub mod azure;
 pub mod embeddings;
 pub mod knobs;
 pub mod openai;
+pub mod websocket;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -75,12 +75,12 @@ mod metric {
     pub const VECTOR_ERROR: &str = "ai_cache_vector_error";
 }
 
-/// Envoy shared data through the host.
+/// Envoy shared data through the host (the SDK handles every status these calls return).
 struct HostData;
 
 impl SharedData for HostData {
     fn get(&self, key: &str) -> Versioned {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
+        host::shared_get(key)
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), bool> {
@@ -134,6 +134,15 @@ struct CacheRoot {
 }
 
 impl Context for CacheRoot {
+    /// The plugin is being replaced (a swap) or Envoy stops: write the counters summed since
+    /// the last tick, or they would be lost with the VM.
+    fn on_done(&mut self) -> bool {
+        if let Some(worker) = &self.worker {
+            worker.metrics.borrow_mut().flush();
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -311,7 +320,7 @@ impl Context for CacheStream {
         match flow {
             Flow::Waiting | Flow::Hit => {}
             Flow::Miss => {
-                let _ = hostcalls::resume_http_request();
+                host::resume_request();
             }
         }
     }

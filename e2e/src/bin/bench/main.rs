@@ -11,6 +11,8 @@
 
 mod cache;
 mod core;
+mod fallback;
+mod per_route;
 
 use e2e::bench::Plan;
 
@@ -19,7 +21,12 @@ type Section = (&'static str, fn(&Plan));
 
 fn main() {
     let plan = Plan::from_env();
-    let sections: Vec<Section> = vec![("core", core::run), ("cache", cache::run)];
+    let sections: Vec<Section> = vec![
+        ("core", core::run),
+        ("per-route", per_route::run),
+        ("fallback", fallback::run),
+        ("cache", cache::run),
+    ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
         if only
