@@ -573,7 +573,11 @@ fn an_error_after_the_answer_began_reaches_the_client_and_is_not_retried() {
     assert_eq!(streamed.text(), "Paris is ");
     let last = streamed.data().last().cloned().unwrap_or_default();
     assert!(last.contains("rate_limit_exceeded"), "{last}");
-    assert_eq!(chain.backup.requests.count(), 0, "bytes were sent: no retry");
+    assert_eq!(
+        chain.backup.requests.count(),
+        0,
+        "bytes were sent: no retry"
+    );
     // The gateway is still there for the next request.
     chain.set(Fault::None);
     assert_eq!(post_json(&chain.url(), &ask(), &[]).status, 200);

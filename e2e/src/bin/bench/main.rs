@@ -9,6 +9,7 @@
 //!
 //! `BENCH_SECTIONS=core,…` runs only the named sections.
 
+mod cache;
 mod core;
 mod fallback;
 mod per_route;
@@ -24,6 +25,7 @@ fn main() {
         ("core", core::run),
         ("per-route", per_route::run),
         ("fallback", fallback::run),
+        ("cache", cache::run),
     ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
