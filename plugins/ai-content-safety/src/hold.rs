@@ -172,6 +172,20 @@ impl StreamHold {
         self.denied
     }
 
+    /// Bytes Envoy holds for this stream (outside a body callback, when it is paused).
+    pub fn held_len(&self) -> usize {
+        if self.envoy_holds {
+            self.held.len()
+        } else {
+            0
+        }
+    }
+
+    /// Placeholders restored so far.
+    pub fn restored(&self) -> u64 {
+        self.restore.as_ref().map_or(0, StreamRestore::restored)
+    }
+
     pub fn peak_held_bytes(&self) -> usize {
         self.peak_held
     }
@@ -357,7 +371,8 @@ mod tests {
 
     const WINDOWS: Windows = Windows {
         window_chars: 20,
-        overlap_chars: 8,
+        // At least the longest phrase checked for, less one.
+        overlap_chars: 13,
         max_hold_bytes: 1 << 20,
         max_hold_ms: 1000,
     };
@@ -433,8 +448,10 @@ mod tests {
     #[test]
     fn a_phrase_across_two_windows_is_seen_thanks_to_the_overlap() {
         // Windows of 20 characters: "forbidden" ends the second window, " word" starts the third.
+        let stream = stream_of(PIECES);
+        let cuts: Vec<usize> = (1..stream.len()).step_by(40).collect();
         let mut windows = Vec::new();
-        let out = run(&mut hold(), &stream_of(PIECES), &[], |text: &str| {
+        let out = run(&mut hold(), &stream, &cuts, |text: &str| {
             windows.push(text.to_string());
             deny_word("forbidden word")(text)
         });
@@ -518,7 +535,8 @@ mod tests {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                bytes.push(b"data: {}\n\r\"choices[]delta:content xyz\xff\xe4"[(rng % 40) as usize]);
+                let alphabet = b"data: {}\n\r\"choices[]delta:content xyz\xff\xe4";
+                bytes.push(alphabet[(rng % alphabet.len() as u64) as usize]);
             }
             let cuts: Vec<usize> = (1..bytes.len()).step_by(1 + round % 9).collect();
             let _ = run(&mut hold(), &bytes, &cuts, deny_word("xyz"));

@@ -228,6 +228,47 @@ impl Masker {
     }
 }
 
+/// Masks every text of a request body a provider reads: message contents (strings and text
+/// parts), `prompt` and `input`. Returns whether anything changed.
+pub fn mask_body(body: &mut serde_json::Value, masker: &Masker, vault: &mut Vault, counter: &mut Counter) -> bool {
+    use serde_json::Value;
+    fn mask_value(value: &mut Value, masker: &Masker, vault: &mut Vault, counter: &mut Counter) -> bool {
+        match value {
+            Value::String(text) => match masker.mask(text, vault, counter) {
+                Some(masked) => {
+                    *text = masked;
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => items
+                .iter_mut()
+                .map(|item| match item {
+                    Value::Object(part) => part
+                        .get_mut("text")
+                        .is_some_and(|t| mask_value(t, masker, vault, counter)),
+                    other => mask_value(other, masker, vault, counter),
+                })
+                .fold(false, |a, b| a | b),
+            _ => false,
+        }
+    }
+    let mut changed = false;
+    if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+        for message in messages {
+            if let Some(content) = message.get_mut("content") {
+                changed |= mask_value(content, masker, vault, counter);
+            }
+        }
+    }
+    for key in ["prompt", "input"] {
+        if let Some(value) = body.get_mut(key) {
+            changed |= mask_value(value, masker, vault, counter);
+        }
+    }
+    changed
+}
+
 /// Numbers placeholders per kind across one request.
 #[derive(Debug, Default)]
 pub struct Counter {
@@ -368,6 +409,22 @@ mod tests {
             .unwrap();
         assert_eq!(out, "[EMPLOYEE_1] **** [EMAIL_1]");
         assert_eq!(vault.len(), 2, "fixed replacements are not restorable");
+    }
+
+    #[test]
+    fn request_bodies() {
+        let mut body = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "admin is root@corp.example"},
+            {"role": "user", "content": [{"type": "text", "text": "mail root@corp.example from 10.0.0.7"}, {"type": "image_url", "image_url": {"url": "https://x/a@b.io"}}]}
+        ]});
+        let mut vault = Vault::default();
+        let mut counter = Counter::default();
+        assert!(mask_body(&mut body, &masker(Mode::Replace), &mut vault, &mut counter));
+        assert_eq!(body["messages"][0]["content"], "admin is [EMAIL_1]");
+        assert_eq!(body["messages"][1]["content"][0]["text"], "mail [EMAIL_1] from [IP_1]");
+        assert_eq!(body["messages"][1]["content"][1]["image_url"]["url"], "https://x/a@b.io", "only text is masked");
+        assert_eq!(counter.masked, 3);
+        assert!(!mask_body(&mut serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}), &masker(Mode::Replace), &mut vault, &mut counter));
     }
 
     #[test]
