@@ -36,7 +36,9 @@ pub fn uri_encode(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -86,7 +88,13 @@ impl UtcTime {
 
     /// `20150830T123600Z` (AWS `x-amz-date`)
     pub fn basic(&self) -> String {
-        format!("{}T{:02}{:02}{:02}Z", self.date(), self.hour, self.minute, self.second)
+        format!(
+            "{}T{:02}{:02}{:02}Z",
+            self.date(),
+            self.hour,
+            self.minute,
+            self.second
+        )
     }
 
     /// `2015-08-30T12:36:00Z` (Aliyun `x-acs-date`)
@@ -197,7 +205,8 @@ pub fn sigv4(
         added.push(("x-amz-security-token".to_string(), token.clone()));
     }
     request.headers.extend(added.iter().cloned());
-    let authorization = sigv4_authorization(&request, credentials, region, service, now, &payload_hash);
+    let authorization =
+        sigv4_authorization(&request, credentials, region, service, now, &payload_hash);
     added.push(("authorization".to_string(), authorization));
     added
 }
@@ -270,7 +279,11 @@ pub fn acs3(
 }
 
 /// The `Authorization` value for an Aliyun request whose headers are final.
-pub fn acs3_authorization(request: &SignableRequest, access_key_id: &str, access_key_secret: &str) -> String {
+pub fn acs3_authorization(
+    request: &SignableRequest,
+    access_key_id: &str,
+    access_key_secret: &str,
+) -> String {
     let canonical_uri = if request.path.is_empty() {
         "/".to_string()
     } else {
@@ -278,8 +291,13 @@ pub fn acs3_authorization(request: &SignableRequest, access_key_id: &str, access
     };
     let (canonical, signed) = request.canonical_request(&canonical_uri, &sha256_hex(request.body));
     let string_to_sign = format!("ACS3-HMAC-SHA256\n{}", sha256_hex(canonical.as_bytes()));
-    let signature = hex(&hmac_sha256(access_key_secret.as_bytes(), string_to_sign.as_bytes()));
-    format!("ACS3-HMAC-SHA256 Credential={access_key_id},SignedHeaders={signed},Signature={signature}")
+    let signature = hex(&hmac_sha256(
+        access_key_secret.as_bytes(),
+        string_to_sign.as_bytes(),
+    ));
+    format!(
+        "ACS3-HMAC-SHA256 Credential={access_key_id},SignedHeaders={signed},Signature={signature}"
+    )
 }
 
 #[cfg(test)]
@@ -332,8 +350,16 @@ mod tests {
         ];
         let empty_hash = sha256_hex(b"");
         let cases = [
-            ("GET", vec![], "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"),
-            ("POST", vec![], "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"),
+            (
+                "GET",
+                vec![],
+                "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            ),
+            (
+                "POST",
+                vec![],
+                "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
+            ),
             (
                 "GET",
                 vec![("Param2", "value2"), ("Param1", "value1")],
@@ -348,7 +374,14 @@ mod tests {
                 headers: headers.clone(),
                 body: b"",
             };
-            let auth = sigv4_authorization(&request, &example(), "us-east-1", "service", suite_time(), &empty_hash);
+            let auth = sigv4_authorization(
+                &request,
+                &example(),
+                "us-east-1",
+                "service",
+                suite_time(),
+                &empty_hash,
+            );
             assert_eq!(
                 auth,
                 format!("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature={signature}"),
@@ -365,15 +398,27 @@ mod tests {
             path: "/",
             query: vec![("Action", "ListUsers"), ("Version", "2010-05-08")],
             headers: vec![
-                ("content-type".into(), "application/x-www-form-urlencoded; charset=utf-8".into()),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded; charset=utf-8".into(),
+                ),
                 ("host".into(), "iam.amazonaws.com".into()),
                 ("x-amz-date".into(), "20150830T123600Z".into()),
             ],
             body: b"",
         };
-        let auth = sigv4_authorization(&request, &example(), "us-east-1", "iam", suite_time(), &sha256_hex(b""));
+        let auth = sigv4_authorization(
+            &request,
+            &example(),
+            "us-east-1",
+            "iam",
+            suite_time(),
+            &sha256_hex(b""),
+        );
         assert!(
-            auth.ends_with("Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"),
+            auth.ends_with(
+                "Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+            ),
             "{auth}"
         );
     }
@@ -386,15 +431,31 @@ mod tests {
             method: "POST",
             path: "/guardrail/abc123/version/1/apply",
             query: vec![],
-            headers: vec![("host".into(), "bedrock-runtime.us-east-1.amazonaws.com".into())],
+            headers: vec![(
+                "host".into(),
+                "bedrock-runtime.us-east-1.amazonaws.com".into(),
+            )],
             body: b"{}",
         };
         let added = sigv4(&request, &creds, "us-east-1", "bedrock", suite_time());
         let names: Vec<&str> = added.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["x-amz-date", "x-amz-content-sha256", "x-amz-security-token", "authorization"]);
-        assert!(added[3].1.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
+        assert_eq!(
+            names,
+            [
+                "x-amz-date",
+                "x-amz-content-sha256",
+                "x-amz-security-token",
+                "authorization"
+            ]
+        );
+        assert!(added[3]
+            .1
+            .contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
         // Signing is deterministic: the same request at the same time verifies.
-        assert_eq!(added, sigv4(&request, &creds, "us-east-1", "bedrock", suite_time()));
+        assert_eq!(
+            added,
+            sigv4(&request, &creds, "us-east-1", "bedrock", suite_time())
+        );
     }
 
     #[test]
@@ -402,7 +463,10 @@ mod tests {
         let request = SignableRequest {
             method: "POST",
             path: "/",
-            query: vec![("Service", "llm_query_moderation"), ("ServiceParameters", "{\"content\":\"a b*\"}")],
+            query: vec![
+                ("Service", "llm_query_moderation"),
+                ("ServiceParameters", "{\"content\":\"a b*\"}"),
+            ],
             headers: vec![("host".into(), "green-cip.cn-shanghai.aliyuncs.com".into())],
             body: b"",
         };
@@ -415,14 +479,25 @@ mod tests {
             )
         );
         assert_eq!(signed, "host");
-        let added = acs3(&request, "ak", "secret", "TextModerationPlus", "2022-03-02", "n1", suite_time());
+        let added = acs3(
+            &request,
+            "ak",
+            "secret",
+            "TextModerationPlus",
+            "2022-03-02",
+            "n1",
+            suite_time(),
+        );
         let auth = &added.last().unwrap().1;
         assert!(auth.starts_with("ACS3-HMAC-SHA256 Credential=ak,SignedHeaders=host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,Signature="), "{auth}");
         // The signature is HMAC-SHA256 of the string to sign, recomputed here by hand.
         let mut signed_request = request.clone();
         signed_request.headers.extend(added[..5].iter().cloned());
         let (canonical, _) = signed_request.canonical_request("/", &sha256_hex(b""));
-        let expected = hex(&hmac_sha256(b"secret", format!("ACS3-HMAC-SHA256\n{}", sha256_hex(canonical.as_bytes())).as_bytes()));
+        let expected = hex(&hmac_sha256(
+            b"secret",
+            format!("ACS3-HMAC-SHA256\n{}", sha256_hex(canonical.as_bytes())).as_bytes(),
+        ));
         assert!(auth.ends_with(&format!("Signature={expected}")));
     }
 }

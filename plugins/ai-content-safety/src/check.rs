@@ -70,7 +70,9 @@ impl Gathering {
     pub fn on_failure(&self) -> Verdict {
         match self.policy {
             FailurePolicy::Open => Verdict::Pass,
-            FailurePolicy::Closed => Verdict::Block(Finding::new(self.backend, "service_unavailable")),
+            FailurePolicy::Closed => {
+                Verdict::Block(Finding::new(self.backend, "service_unavailable"))
+            }
         }
     }
 
@@ -118,10 +120,24 @@ mod tests {
     #[test]
     fn outcomes() {
         let ok = |_: u16, _: &[u8]| Ok(Verdict::Pass);
-        assert_eq!(read_outcome(Outcome::TimedOut, ok).unwrap_err().reason, "timeout");
-        assert_eq!(read_outcome(Outcome::Unreachable("refused".into()), ok).unwrap_err().reason, "unreachable");
+        assert_eq!(
+            read_outcome(Outcome::TimedOut, ok).unwrap_err().reason,
+            "timeout"
+        );
+        assert_eq!(
+            read_outcome(Outcome::Unreachable("refused".into()), ok)
+                .unwrap_err()
+                .reason,
+            "unreachable"
+        );
         let bad = |s: u16, _: &[u8]| Err(format!("status {s}"));
-        let answered = Outcome::Answered { status: 500, body: Vec::new() };
-        assert_eq!(read_outcome(answered, bad).unwrap_err().detail, "status 500");
+        let answered = Outcome::Answered {
+            status: 500,
+            body: Vec::new(),
+        };
+        assert_eq!(
+            read_outcome(answered, bad).unwrap_err().detail,
+            "status 500"
+        );
     }
 }

@@ -157,16 +157,31 @@ impl Config {
     pub fn from_map(map: &Map<String, Value>) -> Result<Config, ConfigError> {
         let raw: Raw = parse_object(map)?;
         if !(raw.deny_code == 200 || (400..500).contains(&raw.deny_code)) {
-            return Err(ConfigError::new("denyCode", "must be 200 or a 4xx status (400, 403, 451…)"));
+            return Err(ConfigError::new(
+                "denyCode",
+                "must be 200 or a 4xx status (400, 403, 451…)",
+            ));
         }
-        let prompt = match (raw.request_content_json_path.as_deref(), raw.request_content.as_str()) {
+        let prompt = match (
+            raw.request_content_json_path.as_deref(),
+            raw.request_content.as_str(),
+        ) {
             (Some(path), _) if !path.trim().is_empty() => PromptSource::Path(parse_path(path)),
             (_, "last_user") => PromptSource::LastUser,
             (_, "all") => PromptSource::All,
-            _ => return Err(ConfigError::new("requestContent", "must be last_user or all")),
+            _ => {
+                return Err(ConfigError::new(
+                    "requestContent",
+                    "must be last_user or all",
+                ))
+            }
         };
-        let local = LocalChecker::new(&raw.local.deny_words, &raw.local.deny_regexes, raw.local.prompt_injection)
-            .map_err(|(i, e)| ConfigError::new(format!("local.denyRegexes[{i}]"), e))?;
+        let local = LocalChecker::new(
+            &raw.local.deny_words,
+            &raw.local.deny_regexes,
+            raw.local.prompt_injection,
+        )
+        .map_err(|(i, e)| ConfigError::new(format!("local.denyRegexes[{i}]"), e))?;
         let service = raw
             .service
             .as_ref()
@@ -182,14 +197,32 @@ impl Config {
         }
         // A deny word split across two windows must be whole in the second one.
         let words = LocalChecker::longest_word_chars(&raw.local.deny_words).saturating_sub(1);
-        let overlap = s.overlap_chars.unwrap_or(words.max(64)).max(words);
+        let overlap = s
+            .overlap_chars
+            .unwrap_or_else(|| words.max((s.window_chars / 4).min(64)))
+            .max(words);
         if overlap >= s.window_chars {
-            return Err(ConfigError::new("stream.overlapChars", "must be less than windowChars"));
+            return Err(ConfigError::new(
+                "stream.overlapChars",
+                "must be less than windowChars",
+            ));
         }
-        if raw.log_key.is_empty() || !raw.log_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
-            return Err(ConfigError::new("logKey", "must be letters, digits, '_' or '.'"));
+        if raw.log_key.is_empty()
+            || !raw
+                .log_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            return Err(ConfigError::new(
+                "logKey",
+                "must be letters, digits, '_' or '.'",
+            ));
         }
-        let masking = raw.data_masking.map(parse_masking).transpose().map_err(|e| e.under("dataMasking"))?;
+        let masking = raw
+            .data_masking
+            .map(parse_masking)
+            .transpose()
+            .map_err(|e| e.under("dataMasking"))?;
         Ok(Config {
             check_request: raw.check_request,
             check_response: raw.check_response,
@@ -266,7 +299,9 @@ fn parse_masking(raw: RawMasking) -> Result<Masking, ConfigError> {
                 kind: r
                     .name
                     .map(|n| n.to_ascii_uppercase())
-                    .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                    .filter(|n| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
                     .unwrap_or_else(|| "MASKED".into()),
                 mode: mode(&r.mode, &format!("{path}.type"))?,
                 value: r.value,
@@ -296,7 +331,10 @@ mod tests {
         assert_eq!(c.prompt, PromptSource::LastUser);
         assert_eq!(c.windows.window_chars, 500);
         assert_eq!(c.windows.overlap_chars, 64);
-        assert!(c.reads_request(), "prompt-injection patterns are on by default");
+        assert!(
+            c.reads_request(),
+            "prompt-injection patterns are on by default"
+        );
         assert!(!c.checks_response() || !c.local.is_empty());
     }
 
@@ -305,19 +343,38 @@ mod tests {
         let path = |v: Value| parse(v).err().unwrap().path;
         assert_eq!(path(json!({"denyCode": 302})), "denyCode");
         assert_eq!(path(json!({"checkRequst": true})), "checkRequst");
-        assert_eq!(path(json!({"local": {"denyRegexes": ["ok", "("]}})), "local.denyRegexes[1]");
-        assert_eq!(path(json!({"local": {"denyWords": "bomb"}})), "local.denyWords");
-        assert_eq!(path(json!({"service": {"type": "openai", "cluster": "c"}})), "service.apiKey");
-        assert_eq!(path(json!({"dataMasking": {"types": ["phone", "dna"]}})), "dataMasking.types[1]");
-        assert_eq!(path(json!({"dataMasking": {"replace_roles": [{"regex": "["}]}})), "dataMasking.replace_roles[0].regex");
-        assert_eq!(path(json!({"stream": {"windowChars": 10, "overlapChars": 10}})), "stream.overlapChars");
+        assert_eq!(
+            path(json!({"local": {"denyRegexes": ["ok", "("]}})),
+            "local.denyRegexes[1]"
+        );
+        assert_eq!(
+            path(json!({"local": {"denyWords": "bomb"}})),
+            "local.denyWords"
+        );
+        assert_eq!(
+            path(json!({"service": {"type": "openai", "cluster": "c"}})),
+            "service.apiKey"
+        );
+        assert_eq!(
+            path(json!({"dataMasking": {"types": ["phone", "dna"]}})),
+            "dataMasking.types[1]"
+        );
+        assert_eq!(
+            path(json!({"dataMasking": {"replace_roles": [{"regex": "["}]}})),
+            "dataMasking.replace_roles[0].regex"
+        );
+        assert_eq!(
+            path(json!({"stream": {"windowChars": 10, "overlapChars": 10}})),
+            "stream.overlapChars"
+        );
         assert_eq!(path(json!({"requestContent": "first"})), "requestContent");
     }
 
     #[test]
     fn overlap_covers_the_longest_deny_word() {
         let long = "x".repeat(200);
-        let c = parse(json!({"local": {"denyWords": [long]}, "stream": {"overlapChars": 10}})).unwrap();
+        let c =
+            parse(json!({"local": {"denyWords": [long]}, "stream": {"overlapChars": 10}})).unwrap();
         assert_eq!(c.windows.overlap_chars, 199);
     }
 }

@@ -45,7 +45,8 @@ pub struct Answer {
 /// The answer to a blocked prompt.
 pub fn request_answer(status: u16, message: &str, stream: bool, who: &Identity) -> Answer {
     if status != 200 {
-        let error = ApiError::new(status, "invalid_request_error", message).with_code("content_filter");
+        let error =
+            ApiError::new(status, "invalid_request_error", message).with_code("content_filter");
         return Answer {
             status,
             content_type: "application/json",
@@ -83,7 +84,11 @@ pub fn completion(message: &str, who: &Identity) -> Vec<u8> {
 /// The events that end a stream: a chunk with `message` and `finish_reason: content_filter`,
 /// then `data: [DONE]`.
 pub fn stream_tail(message: &str, who: &Identity) -> Vec<u8> {
-    let chunk = chunk(who, json!({"role": "assistant", "content": message}), Some(FINISH_REASON));
+    let chunk = chunk(
+        who,
+        json!({"role": "assistant", "content": message}),
+        Some(FINISH_REASON),
+    );
     let mut out = Vec::with_capacity(256 + message.len());
     sse::write_data(&mut out, &chunk.to_string());
     out.extend_from_slice(sse::DONE);

@@ -46,12 +46,13 @@ pub fn prompt_text(body: &Value, source: &PromptSource) -> Result<String, ApiErr
                     };
                     for (i, message) in picked {
                         if !message.is_object() {
-                            return Err(field_error(
-                                format!("messages[{i}]"),
-                                "must be an object",
-                            ));
+                            return Err(field_error(format!("messages[{i}]"), "must be an object"));
                         }
-                        append_content(message.get("content"), &format!("messages[{i}].content"), &mut out)?;
+                        append_content(
+                            message.get("content"),
+                            &format!("messages[{i}].content"),
+                            &mut out,
+                        )?;
                     }
                 }
                 Some(_) => return Err(field_error("messages".into(), "must be an array")),
@@ -253,7 +254,11 @@ mod tests {
             "be brief\nfirst question\nan answer\nsecond\nquestion"
         );
         assert_eq!(
-            prompt_text(&json!({"input": ["a", "b"], "model": "m"}), &PromptSource::LastUser).unwrap(),
+            prompt_text(
+                &json!({"input": ["a", "b"], "model": "m"}),
+                &PromptSource::LastUser
+            )
+            .unwrap(),
             "a\nb"
         );
     }

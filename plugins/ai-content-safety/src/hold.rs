@@ -111,7 +111,11 @@ impl StreamHold {
             if body.len() > 0 {
                 body.replace_prefix(body.len(), b"");
             }
-            return if self.in_check { Step::Hold } else { Step::Release };
+            return if self.in_check {
+                Step::Hold
+            } else {
+                Step::Release
+            };
         }
         if !self.envoy_holds && !self.held.is_empty() {
             body.replace_prefix(0, &self.held);
@@ -384,7 +388,10 @@ mod tests {
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
             .to_string()
         };
-        aigw_shared::sse::write_data(&mut out, &chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+        aigw_shared::sse::write_data(
+            &mut out,
+            &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        );
         for p in pieces {
             aigw_shared::sse::write_data(&mut out, &chunk(json!({"content": p}), Value::Null));
         }
@@ -402,7 +409,11 @@ mod tests {
             .push(body)
             .filter(|e| !e.is_done())
             .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect()
     }
 
@@ -416,7 +427,18 @@ mod tests {
         }
     }
 
-    const PIECES: &[&str] = &["Once ", "upon a ", "time there ", "was a ", "forbidden", " word ", "in the ", "middle ", "of a ", "long story."];
+    const PIECES: &[&str] = &[
+        "Once ",
+        "upon a ",
+        "time there ",
+        "was a ",
+        "forbidden",
+        " word ",
+        "in the ",
+        "middle ",
+        "of a ",
+        "long story.",
+    ];
 
     #[test]
     fn clean_stream_passes_byte_for_byte_at_every_split() {
@@ -440,7 +462,10 @@ mod tests {
                 assert!(events.last().unwrap().is_done(), "splits {a},{b}");
                 let deny: Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
                 assert_eq!(deny["choices"][0]["finish_reason"], "content_filter");
-                assert_eq!(deny["id"], "chatcmpl-9", "the deny chunk continues the same completion");
+                assert_eq!(
+                    deny["id"], "chatcmpl-9",
+                    "the deny chunk continues the same completion"
+                );
             }
         }
     }
@@ -457,7 +482,10 @@ mod tests {
         });
         assert!(text_of(&out).ends_with("blocked"));
         assert!(windows.len() >= 2);
-        assert!(windows.iter().any(|w| w.contains("forbidden word")), "{windows:?}");
+        assert!(
+            windows.iter().any(|w| w.contains("forbidden word")),
+            "{windows:?}"
+        );
     }
 
     #[test]
@@ -466,12 +494,22 @@ mod tests {
         let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
         let stream = stream_of(&refs);
         let mut sizes = Vec::new();
-        let out = run(&mut hold(), &stream, &(1..stream.len()).step_by(50).collect::<Vec<_>>(), |t: &str| {
-            sizes.push(t.chars().count());
-            Verdict::Pass
-        });
+        let out = run(
+            &mut hold(),
+            &stream,
+            &(1..stream.len()).step_by(50).collect::<Vec<_>>(),
+            |t: &str| {
+                sizes.push(t.chars().count());
+                Verdict::Pass
+            },
+        );
         assert_eq!(out, stream);
-        assert!(sizes.iter().all(|&n| n <= WINDOWS.window_chars + WINDOWS.overlap_chars + 4), "{sizes:?}");
+        assert!(
+            sizes
+                .iter()
+                .all(|&n| n <= WINDOWS.window_chars + WINDOWS.overlap_chars + 4),
+            "{sizes:?}"
+        );
     }
 
     #[test]
@@ -508,14 +546,21 @@ mod tests {
         assert_eq!(h.due_at_ms(), Some(1100));
         assert_eq!(h.on_tick(500), Step::Hold);
         assert_eq!(h.on_tick(1100), Step::Check("short".into()));
-        assert_eq!(h.on_verdict(&mut envoy, &Verdict::Pass, 1100), Step::Release);
+        assert_eq!(
+            h.on_verdict(&mut envoy, &Verdict::Pass, 1100),
+            Step::Release
+        );
         envoy.release();
         assert_eq!(text_of(&envoy.client), "short");
     }
 
     #[test]
     fn held_bytes_are_bounded() {
-        let windows = Windows { max_hold_bytes: 2000, window_chars: 1 << 20, ..WINDOWS };
+        let windows = Windows {
+            max_hold_bytes: 2000,
+            window_chars: 1 << 20,
+            ..WINDOWS
+        };
         let pieces: Vec<String> = (0..500).map(|i| format!("{i} ")).collect();
         let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
         let stream = stream_of(&refs);
@@ -523,7 +568,11 @@ mod tests {
         let cuts: Vec<usize> = (1..stream.len()).step_by(97).collect();
         let out = run(&mut h, &stream, &cuts, |_| Verdict::Pass);
         assert_eq!(out, stream);
-        assert!(h.peak_held_bytes() < 2000 + 200, "held {}", h.peak_held_bytes());
+        assert!(
+            h.peak_held_bytes() < 2000 + 200,
+            "held {}",
+            h.peak_held_bytes()
+        );
     }
 
     #[test]

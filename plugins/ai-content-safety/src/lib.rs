@@ -25,7 +25,7 @@ use aigw_shared::rules::{RequestKeys, RuleSet};
 use check::{read_outcome, Failure, Gathering};
 use config::Config;
 use deny::Identity;
-use hold::{HeldBody, StreamHold, Step};
+use hold::{HeldBody, Step, StreamHold};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
@@ -63,7 +63,9 @@ impl Default for Shared {
     fn default() -> Self {
         use std::hash::{BuildHasher, Hasher};
         // A random start (WASI's random source) keeps signature nonces apart across workers.
-        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         Shared {
             metrics: RefCell::new(Metrics::new(10_000)),
             holding: RefCell::default(),
@@ -95,11 +97,22 @@ struct SafetyRoot {
 }
 
 impl Context for SafetyRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let Some(id) = self.shared.tick_callouts.borrow_mut().remove(&token) else {
             return;
         };
-        let exchange = self.shared.holding.borrow().get(&id).and_then(Weak::upgrade);
+        let exchange = self
+            .shared
+            .holding
+            .borrow()
+            .get(&id)
+            .and_then(Weak::upgrade);
         if let Some(exchange) = exchange {
             if hostcalls::set_effective_context(id).is_ok() {
                 on_callout(&exchange, &self.shared, token, body_size, true);
@@ -121,7 +134,9 @@ impl RootContext for SafetyRoot {
     fn on_tick(&mut self) {
         let now = host::now_ms();
         let shared = &self.shared;
-        if now.saturating_sub(shared.last_flush_ms.get()) >= host::METRICS_FLUSH_PERIOD.as_millis() as u64 {
+        if now.saturating_sub(shared.last_flush_ms.get())
+            >= host::METRICS_FLUSH_PERIOD.as_millis() as u64
+        {
             shared.metrics.borrow_mut().flush();
             shared.last_flush_ms.set(now);
         }
@@ -189,7 +204,9 @@ struct Pending {
 enum Response {
     Untouched,
     /// A JSON answer held whole (`len` bytes once complete).
-    Whole { len: usize },
+    Whole {
+        len: usize,
+    },
     Stream(StreamHold),
 }
 
@@ -239,7 +256,13 @@ impl HeldBody for EnvoyBody {
 }
 
 impl Context for SafetyStream {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if let Some(exchange) = self.exchange.clone() {
             on_callout(&exchange, &self.shared, token, body_size, false);
         }
@@ -266,7 +289,9 @@ impl HttpContext for SafetyStream {
             return Action::Continue;
         }
         let content_type = host::request_header("content-type").unwrap_or_default();
-        let read_request = config.reads_request() && !end_of_stream && (content_type.is_empty() || is_json(&content_type));
+        let read_request = config.reads_request()
+            && !end_of_stream
+            && (content_type.is_empty() || is_json(&content_type));
         if read_request && config.masking.is_some() {
             // Masking changes the body's size.
             host::set_request_header("content-length", None);
@@ -329,7 +354,12 @@ impl HttpContext for SafetyStream {
         };
         let mut e = exchange.borrow_mut();
         let headers = host::response_headers();
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let status: u16 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let content_type = header("content-type").unwrap_or("");
         let restore = e.config.masking.as_ref().is_some_and(|m| m.restore) && e.vault.is_some();
@@ -385,7 +415,10 @@ impl HttpContext for SafetyStream {
                 }
                 match flow {
                     Flow::Held => {
-                        self.shared.holding.borrow_mut().insert(self.id, Rc::downgrade(&exchange));
+                        self.shared
+                            .holding
+                            .borrow_mut()
+                            .insert(self.id, Rc::downgrade(&exchange));
                         Action::Pause
                     }
                     Flow::Released => Action::Continue,
@@ -414,17 +447,29 @@ fn is_stream_request(body: &[u8]) -> bool {
 }
 
 /// A callout answered (to the stream's context, or to the root for callouts the tick sent).
-fn on_callout(exchange: &Rc<RefCell<Exchange>>, shared: &Shared, token: u32, body_size: usize, from_root: bool) {
+fn on_callout(
+    exchange: &Rc<RefCell<Exchange>>,
+    shared: &Shared,
+    token: u32,
+    body_size: usize,
+    from_root: bool,
+) {
     let outcome = host::callout_response(body_size);
     let mut e = exchange.borrow_mut();
     let config = e.config.clone();
-    if !e.pending.as_ref().is_some_and(|p| p.tokens.contains(&token)) {
+    if !e
+        .pending
+        .as_ref()
+        .is_some_and(|p| p.tokens.contains(&token))
+    {
         return;
     }
     let Some(configured) = config.service.as_ref() else {
         return;
     };
-    let result = read_outcome(outcome, |status, body| configured.service.verdict(status, body));
+    let result = read_outcome(outcome, |status, body| {
+        configured.service.verdict(status, body)
+    });
     if let Err(failure) = &result {
         e.note_failure(shared, failure);
     }
@@ -440,7 +485,9 @@ fn on_callout(exchange: &Rc<RefCell<Exchange>>, shared: &Shared, token: u32, bod
         (Target::Request { .. }, Verdict::Pass) => {
             let _ = hostcalls::resume_http_request();
         }
-        (Target::Request { stream }, Verdict::Block(finding)) => e.deny_request(shared, &finding, stream),
+        (Target::Request { stream }, Verdict::Block(finding)) => {
+            e.deny_request(shared, &finding, stream)
+        }
         (Target::Whole, verdict) => {
             e.finish_whole(shared, &verdict);
             let _ = hostcalls::resume_http_response();
@@ -449,7 +496,9 @@ fn on_callout(exchange: &Rc<RefCell<Exchange>>, shared: &Shared, token: u32, bod
             let Response::Stream(hold) = &mut e.response else {
                 return;
             };
-            let mut body = EnvoyBody { len: hold.held_len() };
+            let mut body = EnvoyBody {
+                len: hold.held_len(),
+            };
             let step = hold.on_verdict(&mut body, &verdict, host::now_ms());
             if let Verdict::Block(finding) = &verdict {
                 e.blocked(shared, Phase::Response, finding);
@@ -463,7 +512,12 @@ fn on_callout(exchange: &Rc<RefCell<Exchange>>, shared: &Shared, token: u32, bod
 
 impl Exchange {
     /// Masks and checks the request body; `Ok(None)` while callouts run.
-    fn check_request(&mut self, shared: &Shared, body: &[u8], body_size: usize) -> Result<Option<Verdict>, ApiError> {
+    fn check_request(
+        &mut self,
+        shared: &Shared,
+        body: &[u8],
+        body_size: usize,
+    ) -> Result<Option<Verdict>, ApiError> {
         if body.is_empty() {
             return Ok(Some(Verdict::Pass));
         }
@@ -472,11 +526,15 @@ impl Exchange {
             ApiError::invalid_request(param, format!("request body is not valid JSON: {e}"))
         })?;
         if !value.is_object() {
-            return Err(ApiError::invalid_request(None, "request body must be a JSON object"));
+            return Err(ApiError::invalid_request(
+                None,
+                "request body must be a JSON object",
+            ));
         }
         let stream = value.get("stream").and_then(Value::as_bool) == Some(true);
         let config = self.config.clone();
-        let checking = config.check_request && (!config.local.is_empty() || config.service.is_some());
+        let checking =
+            config.check_request && (!config.local.is_empty() || config.service.is_some());
         let original = if checking {
             extract::prompt_text(&value, &config.prompt)?
         } else {
@@ -506,7 +564,14 @@ impl Exchange {
             return Ok(Some(Verdict::Pass));
         }
         let service_text = masked_text.unwrap_or_else(|| original.clone());
-        Ok(self.start_check(shared, &original, &service_text, Phase::Request, Target::Request { stream }, false))
+        Ok(self.start_check(
+            shared,
+            &original,
+            &service_text,
+            Phase::Request,
+            Target::Request { stream },
+            false,
+        ))
     }
 
     /// Checks `local_text` locally, then `service_text` with the service. `None` while
@@ -532,13 +597,23 @@ impl Exchange {
             return Some(Verdict::Pass);
         }
         let endpoint = &configured.endpoint;
-        let segments = services::segments(service_text, endpoint.max_chars, config.windows.overlap_chars);
+        let segments = services::segments(
+            service_text,
+            endpoint.max_chars,
+            config.windows.overlap_chars,
+        );
         let context = CallContext {
             now_ms: host::now_ms(),
             sequence: shared.next_sequence(),
         };
-        let callouts = configured.service.requests(endpoint, &segments, phase, context);
-        let mut gathering = Gathering::new(configured.service.name(), endpoint.failure_policy, callouts.len());
+        let callouts = configured
+            .service
+            .requests(endpoint, &segments, phase, context);
+        let mut gathering = Gathering::new(
+            configured.service.name(),
+            endpoint.failure_policy,
+            callouts.len(),
+        );
         let mut tokens = Vec::with_capacity(callouts.len());
         let mut decided = None;
         for callout in &callouts {
@@ -581,14 +656,22 @@ impl Exchange {
                 Step::Hold => return Flow::Held,
                 Step::Release => return Flow::Released,
                 Step::Check(text) => {
-                    let Some(verdict) = self.start_check(shared, &text, &text, Phase::Response, Target::Stream, from_root)
-                    else {
+                    let Some(verdict) = self.start_check(
+                        shared,
+                        &text,
+                        &text,
+                        Phase::Response,
+                        Target::Stream,
+                        from_root,
+                    ) else {
                         return Flow::Held;
                     };
                     let Response::Stream(hold) = &mut self.response else {
                         return Flow::Released;
                     };
-                    let mut body = EnvoyBody { len: hold.held_len() };
+                    let mut body = EnvoyBody {
+                        len: hold.held_len(),
+                    };
                     step = hold.on_verdict(&mut body, &verdict, host::now_ms());
                     if let Verdict::Block(finding) = &verdict {
                         self.blocked(shared, Phase::Response, finding);
@@ -650,7 +733,10 @@ impl Exchange {
                 self.blocked(shared, Phase::Response, finding);
                 let value: Value = serde_json::from_slice(&body).unwrap_or_default();
                 let identity = Identity {
-                    id: value["id"].as_str().unwrap_or("chatcmpl-content-safety").to_string(),
+                    id: value["id"]
+                        .as_str()
+                        .unwrap_or("chatcmpl-content-safety")
+                        .to_string(),
                     model: value["model"].as_str().unwrap_or(deny::MODEL).to_string(),
                     created: value["created"].as_u64().unwrap_or_default(),
                 };
@@ -690,7 +776,10 @@ impl Exchange {
         );
         host::send_response(
             answer.status,
-            &[("content-type", answer.content_type), (deny::HEADER, "blocked")],
+            &[
+                ("content-type", answer.content_type),
+                (deny::HEADER, "blocked"),
+            ],
             &answer.body,
         );
     }
@@ -703,7 +792,11 @@ impl Exchange {
             finding.backend,
             finding.label
         );
-        shared.count(&record::blocked_series(&self.route, phase, finding), "blocked", 1);
+        shared.count(
+            &record::blocked_series(&self.route, phase, finding),
+            "blocked",
+            1,
+        );
         self.record.block(phase, finding);
         self.write_log();
     }
@@ -711,21 +804,34 @@ impl Exchange {
     /// Counts and logs a callout that gave no verdict (its message never carries our keys:
     /// services echo at most a redacted key).
     fn note_failure(&mut self, shared: &Shared, failure: &Failure) {
-        let backend = self.config.service.as_ref().map_or("service", |s| s.service.name());
+        let backend = self
+            .config
+            .service
+            .as_ref()
+            .map_or("service", |s| s.service.name());
         log::warn!(
             "{PLUGIN}: {backend} callout failed ({}): {}; failure policy {:?}",
             failure.reason,
             failure.detail,
-            self.config.service.as_ref().map(|s| s.endpoint.failure_policy)
+            self.config
+                .service
+                .as_ref()
+                .map(|s| s.endpoint.failure_policy)
         );
-        shared.count(&record::failure_series(&self.route, backend, failure.reason), "callout_failed", 1);
+        shared.count(
+            &record::failure_series(&self.route, backend, failure.reason),
+            "callout_failed",
+            1,
+        );
         self.record.service_failures += 1;
         self.write_log();
     }
 
     fn write_log(&self) {
         if self.record.is_notable() {
-            if let Err(status) = host::set_filter_state(&self.config.log_key, self.record.json().as_bytes()) {
+            if let Err(status) =
+                host::set_filter_state(&self.config.log_key, self.record.json().as_bytes())
+            {
                 log::debug!("{PLUGIN}: could not set filter state: {status:?}");
             }
         }

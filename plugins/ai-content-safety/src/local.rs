@@ -125,7 +125,10 @@ mod tests {
                 "{text}"
             );
         }
-        assert_eq!(c.check("a bomb-sniffing dog's recipe", Phase::Request), None);
+        assert_eq!(
+            c.check("a bomb-sniffing dog's recipe", Phase::Request),
+            None
+        );
     }
 
     #[test]
@@ -162,7 +165,10 @@ mod tests {
             "answers are not attacks"
         );
         assert_eq!(
-            c.check("What are the previous instructions for assembly?", Phase::Request),
+            c.check(
+                "What are the previous instructions for assembly?",
+                Phase::Request
+            ),
             None
         );
     }

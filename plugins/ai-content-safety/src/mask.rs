@@ -66,11 +66,15 @@ impl Detector {
                 r"\bsk-[A-Za-z0-9_-]{16,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36,}\b",
                 r"|\bAIza[0-9A-Za-z_-]{35}|\b[Bb]earer\s+[A-Za-z0-9._~+/-]{16,}=*"
             ),
-            Detector::Email => r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+            Detector::Email => {
+                r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+            }
             Detector::CnId => r"\b\d{17}[\dXx]\b",
             Detector::CreditCard => r"\b\d(?:[ -]?\d){12,18}\b",
             Detector::Ipv6 => r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}",
-            Detector::Ipv4 => r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
+            Detector::Ipv4 => {
+                r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"
+            }
             Detector::Phone => concat!(
                 r"(?:\+86[- ]?)?\b1[3-9]\d{9}\b",
                 r"|\+\d{1,3}[- ]?\(?\d{1,4}\)?(?:[- ]?\d{2,4}){2,3}\b",
@@ -198,7 +202,13 @@ impl Masker {
         Some(out)
     }
 
-    fn replacement(&self, rule: &Rule, original: &str, vault: &mut Vault, counter: &mut Counter) -> String {
+    fn replacement(
+        &self,
+        rule: &Rule,
+        original: &str,
+        vault: &mut Vault,
+        counter: &mut Counter,
+    ) -> String {
         let (kind, mode) = match rule {
             Rule::Builtin(d, _) => (d.placeholder_kind().to_string(), self.mode),
             Rule::User(u) => {
@@ -230,9 +240,19 @@ impl Masker {
 
 /// Masks every text of a request body a provider reads: message contents (strings and text
 /// parts), `prompt` and `input`. Returns whether anything changed.
-pub fn mask_body(body: &mut serde_json::Value, masker: &Masker, vault: &mut Vault, counter: &mut Counter) -> bool {
+pub fn mask_body(
+    body: &mut serde_json::Value,
+    masker: &Masker,
+    vault: &mut Vault,
+    counter: &mut Counter,
+) -> bool {
     use serde_json::Value;
-    fn mask_value(value: &mut Value, masker: &Masker, vault: &mut Vault, counter: &mut Counter) -> bool {
+    fn mask_value(
+        value: &mut Value,
+        masker: &Masker,
+        vault: &mut Vault,
+        counter: &mut Counter,
+    ) -> bool {
         match value {
             Value::String(text) => match masker.mask(text, vault, counter) {
                 Some(masked) => {
@@ -353,17 +373,38 @@ mod tests {
     #[test]
     fn each_detector() {
         let cases = [
-            ("mail alice.smith+x@mail.example.co.uk now", "mail [EMAIL_1] now"),
-            ("call 13812345678 or +86 13912345678", "call [PHONE_1] or [PHONE_2]"),
-            ("US (415) 555-0100 / +1 415 555 0100", "US [PHONE_1] / [PHONE_2]"),
-            ("host 192.168.1.20, not 999.1.1.1", "host [IP_1], not 999.1.1.1"),
+            (
+                "mail alice.smith+x@mail.example.co.uk now",
+                "mail [EMAIL_1] now",
+            ),
+            (
+                "call 13812345678 or +86 13912345678",
+                "call [PHONE_1] or [PHONE_2]",
+            ),
+            (
+                "US (415) 555-0100 / +1 415 555 0100",
+                "US [PHONE_1] / [PHONE_2]",
+            ),
+            (
+                "host 192.168.1.20, not 999.1.1.1",
+                "host [IP_1], not 999.1.1.1",
+            ),
             ("v6 2001:db8::8a2e:370:7334 and ::1", "v6 [IP_1] and [IP_2]"),
             ("card 4111 1111 1111 1111 ok", "card [CARD_1] ok"),
-            ("card 4111 1111 1111 1112 bad", "card 4111 1111 1111 1112 bad"),
+            (
+                "card 4111 1111 1111 1112 bad",
+                "card 4111 1111 1111 1112 bad",
+            ),
             ("id 11010519491231002X ok", "id [ID_NUMBER_1] ok"),
             ("id 110105194912310021 bad", "id 110105194912310021 bad"),
-            ("key sk-proj-abcdefghijklmnop1234 and AKIAIOSFODNN7EXAMPLE", "key [API_KEY_1] and [API_KEY_2]"),
-            ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc", "Authorization: [API_KEY_1]"),
+            (
+                "key sk-proj-abcdefghijklmnop1234 and AKIAIOSFODNN7EXAMPLE",
+                "key [API_KEY_1] and [API_KEY_2]",
+            ),
+            (
+                "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc",
+                "Authorization: [API_KEY_1]",
+            ),
             ("at 12:30:45 on 2024-01-02", "at 12:30:45 on 2024-01-02"),
         ];
         for (text, expected) in cases {
@@ -381,8 +422,10 @@ mod tests {
 
     #[test]
     fn hash_mode_is_stable_across_requests() {
-        let one = masker(Mode::Hash).mask("x a@b.io", &mut Vault::default(), &mut Counter::default());
-        let two = masker(Mode::Hash).mask("y a@b.io", &mut Vault::default(), &mut Counter::default());
+        let one =
+            masker(Mode::Hash).mask("x a@b.io", &mut Vault::default(), &mut Counter::default());
+        let two =
+            masker(Mode::Hash).mask("y a@b.io", &mut Vault::default(), &mut Counter::default());
         let token = |s: Option<String>| s.unwrap()[2..].to_string();
         assert_eq!(token(one.clone()), token(two));
         assert!(one.unwrap().starts_with("x [EMAIL_"));
@@ -405,7 +448,11 @@ mod tests {
         let m = Masker::new(&Detector::ALL, Mode::Replace, vec![rule, fixed]);
         let mut vault = Vault::default();
         let out = m
-            .mask("EMP-123456 secret-abc a@b.io", &mut vault, &mut Counter::default())
+            .mask(
+                "EMP-123456 secret-abc a@b.io",
+                &mut vault,
+                &mut Counter::default(),
+            )
             .unwrap();
         assert_eq!(out, "[EMPLOYEE_1] **** [EMAIL_1]");
         assert_eq!(vault.len(), 2, "fixed replacements are not restorable");
@@ -419,12 +466,28 @@ mod tests {
         ]});
         let mut vault = Vault::default();
         let mut counter = Counter::default();
-        assert!(mask_body(&mut body, &masker(Mode::Replace), &mut vault, &mut counter));
+        assert!(mask_body(
+            &mut body,
+            &masker(Mode::Replace),
+            &mut vault,
+            &mut counter
+        ));
         assert_eq!(body["messages"][0]["content"], "admin is [EMAIL_1]");
-        assert_eq!(body["messages"][1]["content"][0]["text"], "mail [EMAIL_1] from [IP_1]");
-        assert_eq!(body["messages"][1]["content"][1]["image_url"]["url"], "https://x/a@b.io", "only text is masked");
+        assert_eq!(
+            body["messages"][1]["content"][0]["text"],
+            "mail [EMAIL_1] from [IP_1]"
+        );
+        assert_eq!(
+            body["messages"][1]["content"][1]["image_url"]["url"], "https://x/a@b.io",
+            "only text is masked"
+        );
         assert_eq!(counter.masked, 3);
-        assert!(!mask_body(&mut serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}), &masker(Mode::Replace), &mut vault, &mut counter));
+        assert!(!mask_body(
+            &mut serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+            &masker(Mode::Replace),
+            &mut vault,
+            &mut counter
+        ));
     }
 
     #[test]
@@ -444,8 +507,14 @@ mod tests {
         for len in 0..400 {
             let mut s = String::new();
             for _ in 0..len {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                s.push(['a', '1', '@', '.', ':', '-', ' ', 'é', '中', 'X', '+', 's', 'k'][(rng >> 33) as usize % 13]);
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s.push(
+                    [
+                        'a', '1', '@', '.', ':', '-', ' ', 'é', '中', 'X', '+', 's', 'k',
+                    ][(rng >> 33) as usize % 13],
+                );
             }
             let _ = m.mask(&s, &mut Vault::default(), &mut Counter::default());
         }

@@ -40,7 +40,10 @@ impl Record {
 
     /// Whether there is anything to log.
     pub fn is_notable(&self) -> bool {
-        self.action == "blocked" || self.masked > 0 || self.restored > 0 || self.service_failures > 0
+        self.action == "blocked"
+            || self.masked > 0
+            || self.restored > 0
+            || self.service_failures > 0
     }
 
     pub fn json(&self) -> String {
@@ -91,12 +94,18 @@ mod tests {
             blocked_series("chat", Phase::Response, &finding),
             "content_safety.route.chat.phase.response.backend.openai.label.violence/graphic."
         );
-        assert_eq!(failure_series("chat", "azure", "timeout"), "content_safety.route.chat.backend.azure.reason.timeout.");
+        assert_eq!(
+            failure_series("chat", "azure", "timeout"),
+            "content_safety.route.chat.backend.azure.reason.timeout."
+        );
         let mut r = Record::default();
         assert!(!r.is_notable());
         r.masked = 2;
         assert_eq!(r.json(), r#"{"action":"passed","masked":2}"#);
         r.block(Phase::Request, &Finding::new("local", "deny_word"));
-        assert_eq!(r.json(), r#"{"action":"blocked","phase":"request","backend":"local","label":"deny_word","masked":2}"#);
+        assert_eq!(
+            r.json(),
+            r#"{"action":"blocked","phase":"request","backend":"local","label":"deny_word","masked":2}"#
+        );
     }
 }

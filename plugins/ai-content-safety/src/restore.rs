@@ -85,7 +85,11 @@ impl Restorer {
 
     /// Length of the longest suffix of `pending` that is a proper prefix of a placeholder.
     fn partial_suffix(&self) -> usize {
-        let max = self.vault.longest().saturating_sub(1).min(self.pending.len());
+        let max = self
+            .vault
+            .longest()
+            .saturating_sub(1)
+            .min(self.pending.len());
         for len in (1..=max).rev() {
             let start = self.pending.len() - len;
             if !self.pending.is_char_boundary(start) {
@@ -280,7 +284,8 @@ mod tests {
         Rc::new(v)
     }
 
-    const ANSWER: &str = "Write to [EMAIL_1] or call [PHONE_1]; cc [EMAIL_10]. [Not a placeholder] [EMAIL_";
+    const ANSWER: &str =
+        "Write to [EMAIL_1] or call [PHONE_1]; cc [EMAIL_10]. [Not a placeholder] [EMAIL_";
 
     fn expected() -> String {
         "Write to alice@example.com or call +1 415 555 0100; cc zed@example.com. [Not a placeholder] [EMAIL_".into()
@@ -315,10 +320,21 @@ mod tests {
     fn completion_bodies() {
         let body = serde_json::to_vec(&json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "mail [EMAIL_1]",
             "tool_calls": [{"id": "c", "type": "function", "function": {"name": "send", "arguments": "{\"to\":\"[EMAIL_1]\"}"}}]}}]})).unwrap();
-        let out: Value = serde_json::from_slice(&restore_completion(&body, &vault()).unwrap()).unwrap();
-        assert_eq!(out["choices"][0]["message"]["content"], "mail alice@example.com");
-        assert_eq!(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"to\":\"alice@example.com\"}");
-        assert!(restore_completion(br#"{"choices":[{"message":{"content":"plain"}}]}"#, &vault()).is_none());
+        let out: Value =
+            serde_json::from_slice(&restore_completion(&body, &vault()).unwrap()).unwrap();
+        assert_eq!(
+            out["choices"][0]["message"]["content"],
+            "mail alice@example.com"
+        );
+        assert_eq!(
+            out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"alice@example.com\"}"
+        );
+        assert!(restore_completion(
+            br#"{"choices":[{"message":{"content":"plain"}}]}"#,
+            &vault()
+        )
+        .is_none());
     }
 
     fn stream() -> Vec<u8> {
@@ -337,7 +353,11 @@ mod tests {
             .push(body)
             .filter(|e| !e.is_done())
             .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect()
     }
 
@@ -346,7 +366,10 @@ mod tests {
         let body = stream();
         let mut restore = StreamRestore::new(vault());
         let out = restore.rewrite(&body, true);
-        assert_eq!(streamed_text(&out), "Contact alice@example.com now or +1 415 555 0100");
+        assert_eq!(
+            streamed_text(&out),
+            "Contact alice@example.com now or +1 415 555 0100"
+        );
         assert_eq!(restore.restored(), 2);
         assert!(Decoder::new().push(&out).last().unwrap().is_done());
     }
@@ -355,11 +378,24 @@ mod tests {
     fn a_placeholder_split_at_any_byte_of_the_stream_is_restored() {
         use crate::hold::{sim, StreamHold, Windows};
         let body = stream();
-        let windows = Windows { window_chars: 500, overlap_chars: 0, max_hold_bytes: 1 << 20, max_hold_ms: 1000 };
+        let windows = Windows {
+            window_chars: 500,
+            overlap_chars: 0,
+            max_hold_bytes: 1 << 20,
+            max_hold_ms: 1000,
+        };
         for cut in 0..=body.len() {
             for second in (cut..=body.len()).step_by(11) {
-                let mut hold = StreamHold::new(windows, false, String::new(), Identity::default(), Some(StreamRestore::new(vault())));
-                let out = sim::run(&mut hold, &body, &[cut, second], |_| unreachable!("not checking"));
+                let mut hold = StreamHold::new(
+                    windows,
+                    false,
+                    String::new(),
+                    Identity::default(),
+                    Some(StreamRestore::new(vault())),
+                );
+                let out = sim::run(&mut hold, &body, &[cut, second], |_| {
+                    unreachable!("not checking")
+                });
                 assert_eq!(
                     streamed_text(&out),
                     "Contact alice@example.com now or +1 415 555 0100",

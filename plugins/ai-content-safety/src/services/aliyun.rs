@@ -57,7 +57,10 @@ impl Aliyun {
     pub fn parse(map: &Map<String, Value>) -> Result<Aliyun, ConfigError> {
         let aliyun: Aliyun = parse_own(map)?;
         if level(&aliyun.risk_level_bar).is_none_or(|l| l == 0) {
-            return Err(ConfigError::new("riskLevelBar", "must be low, medium or high"));
+            return Err(ConfigError::new(
+                "riskLevelBar",
+                "must be low, medium or high",
+            ));
         }
         Ok(aliyun)
     }
@@ -104,7 +107,13 @@ impl Service for Aliyun {
         "aliyun"
     }
 
-    fn requests(&self, endpoint: &Endpoint, segments: &[String], phase: Phase, ctx: CallContext) -> Vec<Callout> {
+    fn requests(
+        &self,
+        endpoint: &Endpoint,
+        segments: &[String],
+        phase: Phase,
+        ctx: CallContext,
+    ) -> Vec<Callout> {
         let service = match phase {
             Phase::Request => &self.request_service,
             Phase::Response => &self.response_service,
@@ -128,8 +137,22 @@ impl Service for Aliyun {
                     body: body.as_bytes(),
                 };
                 let nonce = format!("{:x}-{:x}-{i}", ctx.now_ms, ctx.sequence);
-                let signed = acs3(&request, &self.access_key_id, &self.access_key_secret, ACTION, VERSION, &nonce, now);
-                let mut callout = Callout::post_json(&endpoint.cluster, &endpoint.host, &endpoint.path, body.into_bytes(), endpoint.timeout);
+                let signed = acs3(
+                    &request,
+                    &self.access_key_id,
+                    &self.access_key_secret,
+                    ACTION,
+                    VERSION,
+                    &nonce,
+                    now,
+                );
+                let mut callout = Callout::post_json(
+                    &endpoint.cluster,
+                    &endpoint.host,
+                    &endpoint.path,
+                    body.into_bytes(),
+                    endpoint.timeout,
+                );
                 callout.headers = vec![("content-type".into(), content_type.into())];
                 signed.iter().fold(callout, |c, (k, v)| c.header(k, v))
             })
@@ -140,7 +163,8 @@ impl Service for Aliyun {
         if !(200..300).contains(&status) {
             return Err(error_message(status, body));
         }
-        let answer: Answer = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
         let code_ok = match &answer.code {
             Some(Value::Number(n)) => n.as_u64() == Some(200),
             Some(Value::String(s)) => s == "200",
@@ -175,35 +199,71 @@ mod tests {
     use crate::services::tests::endpoint;
 
     fn aliyun(bar: &str) -> Aliyun {
-        Aliyun::parse(json!({"accessKeyId": "ak", "accessKeySecret": "sk", "riskLevelBar": bar}).as_object().unwrap()).unwrap()
+        Aliyun::parse(
+            json!({"accessKeyId": "ak", "accessKeySecret": "sk", "riskLevelBar": bar})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn signed_form_requests() {
-        let requests = aliyun("high").requests(&endpoint("/"), &["hello world".into()], Phase::Response, CallContext { now_ms: 1_700_000_000_000, sequence: 1 });
+        let requests = aliyun("high").requests(
+            &endpoint("/"),
+            &["hello world".into()],
+            Phase::Response,
+            CallContext {
+                now_ms: 1_700_000_000_000,
+                sequence: 1,
+            },
+        );
         let r = &requests[0];
         let body = String::from_utf8(r.body.clone()).unwrap();
         assert_eq!(body, "Service=llm_response_moderation&ServiceParameters=%7B%22content%22%3A%22hello%20world%22%7D");
-        let header = |name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let header = |name: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(header("x-acs-action"), Some("TextModerationPlus"));
         assert_eq!(header("x-acs-version"), Some("2022-03-02"));
         assert_eq!(header("x-acs-date"), Some("2023-11-14T22:13:20Z"));
-        assert!(header("authorization").unwrap().starts_with("ACS3-HMAC-SHA256 Credential=ak,SignedHeaders=content-type;host;x-acs-action;"));
-        assert!(!format!("{:?}", r.headers).contains("\"sk\""), "the secret is never sent");
+        assert!(header("authorization").unwrap().starts_with(
+            "ACS3-HMAC-SHA256 Credential=ak,SignedHeaders=content-type;host;x-acs-action;"
+        ));
+        assert!(
+            !format!("{:?}", r.headers).contains("\"sk\""),
+            "the secret is never sent"
+        );
     }
 
     #[test]
     fn verdicts() {
         let high = br#"{"Code":200,"Data":{"Result":[{"Label":"political_entity","Confidence":100.0,"RiskWords":"x"}],"RiskLevel":"high"},"Message":"OK","RequestId":"r"}"#;
-        assert_eq!(aliyun("high").verdict(200, high), Ok(Verdict::Block(Finding::new("aliyun", "political_entity"))));
+        assert_eq!(
+            aliyun("high").verdict(200, high),
+            Ok(Verdict::Block(Finding::new("aliyun", "political_entity")))
+        );
         let medium = br#"{"Code":200,"Data":{"Result":[{"Label":"abuse"}],"RiskLevel":"medium"},"Message":"OK"}"#;
         assert_eq!(aliyun("high").verdict(200, medium), Ok(Verdict::Pass));
         assert!(aliyun("medium").verdict(200, medium).unwrap().is_block());
         let none = br#"{"Code":200,"Data":{"Result":[{"Label":"nonLabel"}],"RiskLevel":"none"},"Message":"OK"}"#;
         assert_eq!(aliyun("low").verdict(200, none), Ok(Verdict::Pass));
         let denied = br#"{"RequestId":"r","HostId":"green-cip.cn-shanghai.aliyuncs.com","Code":"SignatureDoesNotMatch","Message":"Specified signature does not match our calculation."}"#;
-        assert_eq!(aliyun("high").verdict(400, denied), Err("status 400: Specified signature does not match our calculation.".into()));
-        assert!(aliyun("high").verdict(200, br#"{"Code":408,"Message":"permission denied"}"#).is_err());
-        assert!(Aliyun::parse(json!({"accessKeyId": "a", "accessKeySecret": "b", "riskLevelBar": "none"}).as_object().unwrap()).is_err());
+        assert_eq!(
+            aliyun("high").verdict(400, denied),
+            Err("status 400: Specified signature does not match our calculation.".into())
+        );
+        assert!(aliyun("high")
+            .verdict(200, br#"{"Code":408,"Message":"permission denied"}"#)
+            .is_err());
+        assert!(Aliyun::parse(
+            json!({"accessKeyId": "a", "accessKeySecret": "b", "riskLevelBar": "none"})
+                .as_object()
+                .unwrap()
+        )
+        .is_err());
     }
 }

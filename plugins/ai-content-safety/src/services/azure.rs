@@ -74,7 +74,13 @@ impl Service for Azure {
         "azure"
     }
 
-    fn requests(&self, endpoint: &Endpoint, segments: &[String], _phase: Phase, _ctx: CallContext) -> Vec<Callout> {
+    fn requests(
+        &self,
+        endpoint: &Endpoint,
+        segments: &[String],
+        _phase: Phase,
+        _ctx: CallContext,
+    ) -> Vec<Callout> {
         segments
             .iter()
             .map(|text| {
@@ -97,16 +103,22 @@ impl Service for Azure {
         if !(200..300).contains(&status) {
             return Err(error_message(status, body));
         }
-        let answer: Answer = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
         if let Some(hit) = answer.blocklists_match.first() {
-            return Ok(Verdict::Block(Finding::new("azure", format!("blocklist:{}", hit.blocklist_name))));
+            return Ok(Verdict::Block(Finding::new(
+                "azure",
+                format!("blocklist:{}", hit.blocklist_name),
+            )));
         }
         Ok(answer
             .categories_analysis
             .iter()
             .filter(|c| c.severity >= self.severity_threshold)
             .max_by_key(|c| c.severity)
-            .map_or(Verdict::Pass, |c| Verdict::Block(Finding::new("azure", c.category.clone()))))
+            .map_or(Verdict::Pass, |c| {
+                Verdict::Block(Finding::new("azure", c.category.clone()))
+            }))
     }
 }
 
@@ -116,28 +128,53 @@ mod tests {
     use crate::services::tests::endpoint;
 
     fn azure() -> Azure {
-        Azure::parse(json!({"apiKey": "az", "blocklistNames": ["words"]}).as_object().unwrap()).unwrap()
+        Azure::parse(
+            json!({"apiKey": "az", "blocklistNames": ["words"]})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_request_per_segment_with_the_subscription_key() {
-        let requests = azure().requests(&endpoint(DEFAULTS.path), &["a".into(), "b".into()], Phase::Response, CallContext::default());
+        let requests = azure().requests(
+            &endpoint(DEFAULTS.path),
+            &["a".into(), "b".into()],
+            Phase::Response,
+            CallContext::default(),
+        );
         assert_eq!(requests.len(), 2);
-        assert!(requests[0].headers.contains(&("ocp-apim-subscription-key".into(), "az".into())));
+        assert!(requests[0]
+            .headers
+            .contains(&("ocp-apim-subscription-key".into(), "az".into())));
         let body: Value = serde_json::from_slice(&requests[1].body).unwrap();
-        assert_eq!(body, json!({"text": "b", "outputType": "FourSeverityLevels", "blocklistNames": ["words"], "haltOnBlocklistHit": false}));
+        assert_eq!(
+            body,
+            json!({"text": "b", "outputType": "FourSeverityLevels", "blocklistNames": ["words"], "haltOnBlocklistHit": false})
+        );
     }
 
     #[test]
     fn verdicts() {
         let a = azure();
         let severe = br#"{"blocklistsMatch":[],"categoriesAnalysis":[{"category":"Hate","severity":2},{"category":"Violence","severity":4}]}"#;
-        assert_eq!(a.verdict(200, severe), Ok(Verdict::Block(Finding::new("azure", "Violence"))));
-        let mild = br#"{"blocklistsMatch":[],"categoriesAnalysis":[{"category":"Hate","severity":2}]}"#;
+        assert_eq!(
+            a.verdict(200, severe),
+            Ok(Verdict::Block(Finding::new("azure", "Violence")))
+        );
+        let mild =
+            br#"{"blocklistsMatch":[],"categoriesAnalysis":[{"category":"Hate","severity":2}]}"#;
         assert_eq!(a.verdict(200, mild), Ok(Verdict::Pass));
         let listed = br#"{"blocklistsMatch":[{"blocklistName":"words","blocklistItemId":"1","blocklistItemText":"x"}],"categoriesAnalysis":[]}"#;
-        assert_eq!(a.verdict(200, listed), Ok(Verdict::Block(Finding::new("azure", "blocklist:words"))));
+        assert_eq!(
+            a.verdict(200, listed),
+            Ok(Verdict::Block(Finding::new("azure", "blocklist:words")))
+        );
         let error = br#"{"error":{"code":"InvalidRequestBody","message":"The input text is too long.","target":null,"details":[],"innererror":null}}"#;
-        assert_eq!(a.verdict(400, error), Err("status 400: The input text is too long.".into()));
+        assert_eq!(
+            a.verdict(400, error),
+            Err("status 400: The input text is too long.".into())
+        );
     }
 }

@@ -38,15 +38,25 @@ fn default_version() -> String {
 impl Bedrock {
     pub fn parse(map: &Map<String, Value>) -> Result<Bedrock, ConfigError> {
         let bedrock: Bedrock = parse_own(map)?;
-        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let valid =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !valid(&bedrock.region) {
-            return Err(ConfigError::new("region", "must be an AWS region such as us-east-1"));
+            return Err(ConfigError::new(
+                "region",
+                "must be an AWS region such as us-east-1",
+            ));
         }
         if !valid(&bedrock.guardrail_id) {
-            return Err(ConfigError::new("guardrailId", "must be a guardrail identifier"));
+            return Err(ConfigError::new(
+                "guardrailId",
+                "must be a guardrail identifier",
+            ));
         }
         if !valid(&bedrock.guardrail_version) {
-            return Err(ConfigError::new("guardrailVersion", "must be a version number or DRAFT"));
+            return Err(ConfigError::new(
+                "guardrailVersion",
+                "must be a version number or DRAFT",
+            ));
         }
         Ok(bedrock)
     }
@@ -56,7 +66,10 @@ impl Bedrock {
     }
 
     pub fn path(&self) -> String {
-        format!("/guardrail/{}/version/{}/apply", self.guardrail_id, self.guardrail_version)
+        format!(
+            "/guardrail/{}/version/{}/apply",
+            self.guardrail_id, self.guardrail_version
+        )
     }
 
     fn credentials(&self) -> AwsCredentials {
@@ -73,13 +86,23 @@ impl Service for Bedrock {
         "bedrock"
     }
 
-    fn requests(&self, endpoint: &Endpoint, segments: &[String], phase: Phase, ctx: CallContext) -> Vec<Callout> {
+    fn requests(
+        &self,
+        endpoint: &Endpoint,
+        segments: &[String],
+        phase: Phase,
+        ctx: CallContext,
+    ) -> Vec<Callout> {
         let source = match phase {
             Phase::Request => "INPUT",
             Phase::Response => "OUTPUT",
         };
-        let content: Vec<Value> = segments.iter().map(|t| json!({"text": {"text": t}})).collect();
-        let body = serde_json::to_vec(&json!({"source": source, "content": content})).unwrap_or_default();
+        let content: Vec<Value> = segments
+            .iter()
+            .map(|t| json!({"text": {"text": t}}))
+            .collect();
+        let body =
+            serde_json::to_vec(&json!({"source": source, "content": content})).unwrap_or_default();
         let request = SignableRequest {
             method: "POST",
             path: &endpoint.path,
@@ -90,8 +113,20 @@ impl Service for Bedrock {
             ],
             body: &body,
         };
-        let signed = sigv4(&request, &self.credentials(), &self.region, "bedrock", UtcTime::from_unix(ctx.now_ms / 1000));
-        let callout = Callout::post_json(&endpoint.cluster, &endpoint.host, &endpoint.path, body.clone(), endpoint.timeout);
+        let signed = sigv4(
+            &request,
+            &self.credentials(),
+            &self.region,
+            "bedrock",
+            UtcTime::from_unix(ctx.now_ms / 1000),
+        );
+        let callout = Callout::post_json(
+            &endpoint.cluster,
+            &endpoint.host,
+            &endpoint.path,
+            body.clone(),
+            endpoint.timeout,
+        );
         vec![signed.iter().fold(callout, |c, (k, v)| c.header(k, v))]
     }
 
@@ -99,9 +134,13 @@ impl Service for Bedrock {
         if !(200..300).contains(&status) {
             return Err(error_message(status, body));
         }
-        let answer: Value = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Value =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
         match answer.get("action").and_then(Value::as_str) {
-            Some("GUARDRAIL_INTERVENED") => Ok(Verdict::Block(Finding::new("bedrock", intervention_label(&answer)))),
+            Some("GUARDRAIL_INTERVENED") => Ok(Verdict::Block(Finding::new(
+                "bedrock",
+                intervention_label(&answer),
+            ))),
             Some("NONE") => Ok(Verdict::Pass),
             other => Err(format!("unexpected action {other:?}")),
         }
@@ -110,7 +149,11 @@ impl Service for Bedrock {
 
 /// The first policy that intervened, from `assessments`.
 fn intervention_label(answer: &Value) -> String {
-    let blocked = |v: &Value| v.get("action").and_then(Value::as_str).is_some_and(|a| a != "NONE");
+    let blocked = |v: &Value| {
+        v.get("action")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a != "NONE")
+    };
     let policies: [(&str, &str, &str); 6] = [
         ("/topicPolicy/topics", "name", "topic"),
         ("/contentPolicy/filters", "type", "content"),
@@ -119,7 +162,12 @@ fn intervention_label(answer: &Value) -> String {
         ("/sensitiveInformationPolicy/piiEntities", "type", "pii"),
         ("/sensitiveInformationPolicy/regexes", "name", "regex"),
     ];
-    for assessment in answer.get("assessments").and_then(Value::as_array).into_iter().flatten() {
+    for assessment in answer
+        .get("assessments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         for (pointer, key, prefix) in policies {
             let hit = assessment
                 .pointer(pointer)
@@ -150,11 +198,26 @@ mod tests {
         let b = bedrock();
         assert_eq!(b.path(), "/guardrail/gr1abc/version/1/apply");
         assert_eq!(b.default_host(), "bedrock-runtime.us-east-1.amazonaws.com");
-        let requests = b.requests(&endpoint(&b.path()), &["a".into(), "b".into()], Phase::Request, CallContext { now_ms: 1_440_938_160_000, sequence: 0 });
+        let requests = b.requests(
+            &endpoint(&b.path()),
+            &["a".into(), "b".into()],
+            Phase::Request,
+            CallContext {
+                now_ms: 1_440_938_160_000,
+                sequence: 0,
+            },
+        );
         assert_eq!(requests.len(), 1);
         let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
-        assert_eq!(body, json!({"source": "INPUT", "content": [{"text": {"text": "a"}}, {"text": {"text": "b"}}]}));
-        let auth = requests[0].headers.iter().find(|(k, _)| k == "authorization").unwrap();
+        assert_eq!(
+            body,
+            json!({"source": "INPUT", "content": [{"text": {"text": "a"}}, {"text": {"text": "b"}}]})
+        );
+        let auth = requests[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap();
         assert!(auth.1.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date,"), "{}", auth.1);
     }
 
@@ -162,10 +225,25 @@ mod tests {
     fn verdicts() {
         let b = bedrock();
         let intervened = br#"{"usage":{"topicPolicyUnits":1},"action":"GUARDRAIL_INTERVENED","outputs":[{"text":"Sorry."}],"assessments":[{"contentPolicy":{"filters":[{"type":"VIOLENCE","confidence":"HIGH","filterStrength":"HIGH","action":"BLOCKED","detected":true}]}}]}"#;
-        assert_eq!(b.verdict(200, intervened), Ok(Verdict::Block(Finding::new("bedrock", "content:VIOLENCE"))));
+        assert_eq!(
+            b.verdict(200, intervened),
+            Ok(Verdict::Block(Finding::new("bedrock", "content:VIOLENCE")))
+        );
         let topic = br#"{"action":"GUARDRAIL_INTERVENED","assessments":[{"topicPolicy":{"topics":[{"name":"Investing","type":"DENY","action":"BLOCKED"}]}}]}"#;
-        assert_eq!(b.verdict(200, topic), Ok(Verdict::Block(Finding::new("bedrock", "topic:Investing"))));
-        assert_eq!(b.verdict(200, br#"{"action":"NONE","outputs":[],"assessments":[{}]}"#), Ok(Verdict::Pass));
-        assert_eq!(b.verdict(403, br#"{"message":"The security token included in the request is invalid."}"#), Err("status 403: The security token included in the request is invalid.".into()));
+        assert_eq!(
+            b.verdict(200, topic),
+            Ok(Verdict::Block(Finding::new("bedrock", "topic:Investing")))
+        );
+        assert_eq!(
+            b.verdict(200, br#"{"action":"NONE","outputs":[],"assessments":[{}]}"#),
+            Ok(Verdict::Pass)
+        );
+        assert_eq!(
+            b.verdict(
+                403,
+                br#"{"message":"The security token included in the request is invalid."}"#
+            ),
+            Err("status 403: The security token included in the request is invalid.".into())
+        );
     }
 }

@@ -35,7 +35,13 @@ impl Service for GuardModel {
         "guard_model"
     }
 
-    fn requests(&self, endpoint: &Endpoint, segments: &[String], phase: Phase, _ctx: CallContext) -> Vec<Callout> {
+    fn requests(
+        &self,
+        endpoint: &Endpoint,
+        segments: &[String],
+        phase: Phase,
+        _ctx: CallContext,
+    ) -> Vec<Callout> {
         segments
             .iter()
             .map(|text| {
@@ -61,7 +67,8 @@ impl Service for GuardModel {
         if !(200..300).contains(&status) {
             return Err(error_message(status, body));
         }
-        let answer: Value = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Value =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
         let content = answer
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
@@ -77,7 +84,10 @@ pub fn classify(content: &str) -> Result<Verdict, String> {
         Some("safe") => Ok(Verdict::Pass),
         Some("unsafe") => {
             let categories = lines.next().filter(|l| !l.is_empty()).unwrap_or("unsafe");
-            Ok(Verdict::Block(Finding::new("guard_model", categories.replace(' ', ""))))
+            Ok(Verdict::Block(Finding::new(
+                "guard_model",
+                categories.replace(' ', ""),
+            )))
         }
         _ => Err(format!(
             "the guard model answered neither safe nor unsafe: {:?}",
@@ -95,20 +105,43 @@ mod tests {
     fn llama_guard_answers() {
         assert_eq!(classify("safe"), Ok(Verdict::Pass));
         assert_eq!(classify("\n\nsafe"), Ok(Verdict::Pass));
-        assert_eq!(classify("unsafe\nS1"), Ok(Verdict::Block(Finding::new("guard_model", "S1"))));
-        assert_eq!(classify("unsafe\nS1, S10"), Ok(Verdict::Block(Finding::new("guard_model", "S1,S10"))));
-        assert_eq!(classify("unsafe"), Ok(Verdict::Block(Finding::new("guard_model", "unsafe"))));
+        assert_eq!(
+            classify("unsafe\nS1"),
+            Ok(Verdict::Block(Finding::new("guard_model", "S1")))
+        );
+        assert_eq!(
+            classify("unsafe\nS1, S10"),
+            Ok(Verdict::Block(Finding::new("guard_model", "S1,S10")))
+        );
+        assert_eq!(
+            classify("unsafe"),
+            Ok(Verdict::Block(Finding::new("guard_model", "unsafe")))
+        );
         assert!(classify("I cannot answer").is_err());
     }
 
     #[test]
     fn answers_are_classified_as_the_assistant_turn() {
-        let guard = GuardModel { model: "llama-guard-3-8b".into(), api_key: Some("g".into()) };
-        let requests = guard.requests(&endpoint(DEFAULTS.path), &["text".into()], Phase::Response, CallContext::default());
+        let guard = GuardModel {
+            model: "llama-guard-3-8b".into(),
+            api_key: Some("g".into()),
+        };
+        let requests = guard.requests(
+            &endpoint(DEFAULTS.path),
+            &["text".into()],
+            Phase::Response,
+            CallContext::default(),
+        );
         let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
-        assert_eq!(body["messages"][1], json!({"role": "assistant", "content": "text"}));
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "assistant", "content": "text"})
+        );
         assert_eq!(body["model"], "llama-guard-3-8b");
         let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"unsafe\nS9"},"finish_reason":"stop"}]}"#;
-        assert_eq!(guard.verdict(200, answer), Ok(Verdict::Block(Finding::new("guard_model", "S9"))));
+        assert_eq!(
+            guard.verdict(200, answer),
+            Ok(Verdict::Block(Finding::new("guard_model", "S9")))
+        );
     }
 }

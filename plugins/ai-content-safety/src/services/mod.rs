@@ -89,7 +89,14 @@ fn default_timeout() -> u64 {
     2000
 }
 
-const ENDPOINT_KEYS: [&str; 6] = ["cluster", "host", "path", "timeout", "failurePolicy", "maxChars"];
+const ENDPOINT_KEYS: [&str; 6] = [
+    "cluster",
+    "host",
+    "path",
+    "timeout",
+    "failurePolicy",
+    "maxChars",
+];
 
 /// Defaults a service type gives to the endpoint keys.
 pub struct Defaults {
@@ -168,11 +175,17 @@ fn endpoint(
         .or(host)
         .unwrap_or_else(|| defaults.host.to_string());
     if host.is_empty() {
-        return Err(ConfigError::new("host", "field required for this service type"));
+        return Err(ConfigError::new(
+            "host",
+            "field required for this service type",
+        ));
     }
     Ok(Endpoint {
         host,
-        path: keys.path.or(path).unwrap_or_else(|| defaults.path.to_string()),
+        path: keys
+            .path
+            .or(path)
+            .unwrap_or_else(|| defaults.path.to_string()),
         cluster: keys.cluster,
         timeout: Duration::from_millis(keys.timeout),
         failure_policy: keys.failure_policy,
@@ -215,12 +228,15 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
         .flatten()
         .find_map(|m| m.as_str().map(str::to_string))
     });
-    let text = message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    let text = message
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     format!("status {status}: {text}")
 }
 
 /// Parses a service type's own keys (everything but `type` and the endpoint keys).
-pub fn parse_own<T: serde::de::DeserializeOwned>(map: &Map<String, Value>) -> Result<T, ConfigError> {
+pub fn parse_own<T: serde::de::DeserializeOwned>(
+    map: &Map<String, Value>,
+) -> Result<T, ConfigError> {
     parse_object(map)
 }
 
@@ -248,7 +264,9 @@ pub(crate) mod tests {
         let parts = segments(&text, 10, 3);
         assert_eq!(parts, ["abcdefghij", "hijklmnopq", "opqrstuvwx", "vwxyz"]);
         let chinese = "一二三四五六七八九十".repeat(3);
-        assert!(segments(&chinese, 16, 4).iter().all(|s| s.chars().count() <= 16));
+        assert!(segments(&chinese, 16, 4)
+            .iter()
+            .all(|s| s.chars().count() <= 16));
     }
 
     #[test]
@@ -258,22 +276,54 @@ pub(crate) mod tests {
         assert_eq!(configured.endpoint.path, "/v1/moderations");
         assert_eq!(configured.endpoint.timeout, Duration::from_millis(500));
         assert_eq!(configured.endpoint.failure_policy, FailurePolicy::Closed);
-        let err = parse(json!({"type": "openai", "cluster": "m", "apiKey": "k", "timeout": "slow"}).as_object().unwrap()).err().unwrap();
+        let err = parse(
+            json!({"type": "openai", "cluster": "m", "apiKey": "k", "timeout": "slow"})
+                .as_object()
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.path, "timeout");
-        let err = parse(json!({"type": "openai", "cluster": "m", "apiKey": "k", "tiemout": 1}).as_object().unwrap()).err().unwrap();
+        let err = parse(
+            json!({"type": "openai", "cluster": "m", "apiKey": "k", "tiemout": 1})
+                .as_object()
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.path, "tiemout");
-        let err = parse(json!({"type": "nope", "cluster": "m"}).as_object().unwrap()).err().unwrap();
+        let err = parse(json!({"type": "nope", "cluster": "m"}).as_object().unwrap())
+            .err()
+            .unwrap();
         assert_eq!(err.path, "type");
-        let err = parse(json!({"type": "azure", "cluster": "m", "apiKey": "k"}).as_object().unwrap()).err().unwrap();
+        let err = parse(
+            json!({"type": "azure", "cluster": "m", "apiKey": "k"})
+                .as_object()
+                .unwrap(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.path, "host");
     }
 
     #[test]
     fn error_messages_from_every_shape() {
-        assert_eq!(error_message(401, br#"{"error":{"message":"bad key","type":"x"}}"#), "status 401: bad key");
-        assert_eq!(error_message(400, br#"{"error":{"code":"InvalidRequestBody"}}"#), "status 400: InvalidRequestBody");
-        assert_eq!(error_message(403, br#"{"message":"denied"}"#), "status 403: denied");
-        assert_eq!(error_message(404, br#"{"Code":"X","Message":"not found"}"#), "status 404: not found");
+        assert_eq!(
+            error_message(401, br#"{"error":{"message":"bad key","type":"x"}}"#),
+            "status 401: bad key"
+        );
+        assert_eq!(
+            error_message(400, br#"{"error":{"code":"InvalidRequestBody"}}"#),
+            "status 400: InvalidRequestBody"
+        );
+        assert_eq!(
+            error_message(403, br#"{"message":"denied"}"#),
+            "status 403: denied"
+        );
+        assert_eq!(
+            error_message(404, br#"{"Code":"X","Message":"not found"}"#),
+            "status 404: not found"
+        );
         assert_eq!(error_message(500, b"oops"), "status 500: oops");
     }
 }

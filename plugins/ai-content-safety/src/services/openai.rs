@@ -76,7 +76,8 @@ impl Service for OpenAi {
         if !(200..300).contains(&status) {
             return Err(error_message(status, body));
         }
-        let answer: Answer = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
         for result in answer.results.iter().filter(|r| r.flagged) {
             let flagged = result
                 .categories
@@ -86,7 +87,9 @@ impl Service for OpenAi {
                 .find(|k| self.categories.is_empty() || self.categories.iter().any(|c| c == k));
             match flagged {
                 Some(category) => return Ok(Verdict::Block(Finding::new("openai", category))),
-                None if self.categories.is_empty() => return Ok(Verdict::Block(Finding::new("openai", "flagged"))),
+                None if self.categories.is_empty() => {
+                    return Ok(Verdict::Block(Finding::new("openai", "flagged")))
+                }
                 None => {}
             }
         }
@@ -109,18 +112,34 @@ mod tests {
 
     #[test]
     fn one_request_for_all_segments() {
-        let requests = service(&[]).requests(&endpoint("/v1/moderations"), &["a".into(), "b".into()], Phase::Request, CallContext::default());
+        let requests = service(&[]).requests(
+            &endpoint("/v1/moderations"),
+            &["a".into(), "b".into()],
+            Phase::Request,
+            CallContext::default(),
+        );
         assert_eq!(requests.len(), 1);
         let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
-        assert_eq!(body, json!({"model": "omni-moderation-latest", "input": ["a", "b"]}));
-        assert!(requests[0].headers.contains(&("authorization".into(), "Bearer sk-mod".into())));
+        assert_eq!(
+            body,
+            json!({"model": "omni-moderation-latest", "input": ["a", "b"]})
+        );
+        assert!(requests[0]
+            .headers
+            .contains(&("authorization".into(), "Bearer sk-mod".into())));
     }
 
     #[test]
     fn verdicts() {
         let flagged = br#"{"id":"modr-1","model":"omni-moderation-latest","results":[{"flagged":true,"categories":{"harassment":false,"violence":true},"category_scores":{"violence":0.9}}]}"#;
-        assert_eq!(service(&[]).verdict(200, flagged), Ok(Verdict::Block(Finding::new("openai", "violence"))));
-        assert_eq!(service(&["sexual"]).verdict(200, flagged), Ok(Verdict::Pass));
+        assert_eq!(
+            service(&[]).verdict(200, flagged),
+            Ok(Verdict::Block(Finding::new("openai", "violence")))
+        );
+        assert_eq!(
+            service(&["sexual"]).verdict(200, flagged),
+            Ok(Verdict::Pass)
+        );
         let clean = br#"{"results":[{"flagged":false,"categories":{"violence":false}}]}"#;
         assert_eq!(service(&[]).verdict(200, clean), Ok(Verdict::Pass));
         let err = service(&[]).verdict(429, br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#);

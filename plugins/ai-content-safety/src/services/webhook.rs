@@ -45,7 +45,13 @@ impl Service for Webhook {
         "webhook"
     }
 
-    fn requests(&self, endpoint: &Endpoint, segments: &[String], phase: Phase, _ctx: CallContext) -> Vec<Callout> {
+    fn requests(
+        &self,
+        endpoint: &Endpoint,
+        segments: &[String],
+        phase: Phase,
+        _ctx: CallContext,
+    ) -> Vec<Callout> {
         segments
             .iter()
             .map(|text| {
@@ -61,9 +67,13 @@ impl Service for Webhook {
         if status != 200 {
             return Err(error_message(status, body));
         }
-        let answer: Answer = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
         Ok(if answer.flagged {
-            let label = answer.label.filter(|l| !l.is_empty()).unwrap_or_else(|| "unlabelled".into());
+            let label = answer
+                .label
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "unlabelled".into());
             Verdict::Block(Finding::new("webhook", label))
         } else {
             Verdict::Pass
@@ -78,13 +88,31 @@ mod tests {
 
     #[test]
     fn contract() {
-        let hook = Webhook::parse(json!({"headers": {"Authorization": "Bearer h"}}).as_object().unwrap()).unwrap();
-        let requests = hook.requests(&endpoint("/moderate"), &["t".into()], Phase::Request, CallContext::default());
-        assert!(requests[0].headers.contains(&("authorization".into(), "Bearer h".into())));
+        let hook = Webhook::parse(
+            json!({"headers": {"Authorization": "Bearer h"}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        let requests = hook.requests(
+            &endpoint("/moderate"),
+            &["t".into()],
+            Phase::Request,
+            CallContext::default(),
+        );
+        assert!(requests[0]
+            .headers
+            .contains(&("authorization".into(), "Bearer h".into())));
         let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
         assert_eq!(body, json!({"text": "t", "phase": "request"}));
-        assert_eq!(hook.verdict(200, br#"{"flagged":true,"label":"pii"}"#), Ok(Verdict::Block(Finding::new("webhook", "pii"))));
-        assert_eq!(hook.verdict(200, br#"{"flagged":false}"#), Ok(Verdict::Pass));
+        assert_eq!(
+            hook.verdict(200, br#"{"flagged":true,"label":"pii"}"#),
+            Ok(Verdict::Block(Finding::new("webhook", "pii")))
+        );
+        assert_eq!(
+            hook.verdict(200, br#"{"flagged":false}"#),
+            Ok(Verdict::Pass)
+        );
         assert!(hook.verdict(200, br#"{"ok":1}"#).is_err());
         assert!(hook.verdict(500, b"down").is_err());
     }
