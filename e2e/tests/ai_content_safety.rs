@@ -149,12 +149,12 @@ fn local() -> &'static Local {
     })
 }
 
+/// Whether a request body the mock received contains `needle` (form-encoded bodies decoded).
 fn provider_saw(provider: &MockServer, needle: &str) -> bool {
-    provider
-        .requests
-        .all()
-        .iter()
-        .any(|r| String::from_utf8_lossy(&r.body).contains(needle))
+    provider.requests.all().iter().any(|r| {
+        let body = String::from_utf8_lossy(&r.body);
+        body.contains(needle) || e2e::mock::aliyun_green::percent_decode(&body).contains(needle)
+    })
 }
 
 #[test]
@@ -402,4 +402,482 @@ fn malformed_requests_are_refused_naming_the_field() {
         .unwrap()
         .contains("not valid JSON"));
     assert!(envoy.wasm_panics().is_empty(), "{:?}", envoy.wasm_panics());
+}
+
+#[test]
+fn a_twenty_megabyte_checked_stream_keeps_envoy_memory_bounded() {
+    let provider = MockServer::start(ScriptedMock::default());
+    let envoy = Envoy::start_with(
+        &Gateway::new()
+            .plugin(
+                "ai-content-safety",
+                json!({"local": {"denyWords": ["forbidden phrase"]}}),
+            )
+            .cluster("provider", provider.addr)
+            .to_json(),
+        &EnvoyOptions {
+            concurrency: 1,
+            ..Default::default()
+        },
+    );
+    let url = envoy.url(CHAT);
+    let h = |chunks: &'static str| [("x-mock-chunks", chunks), ("x-mock-chunk-bytes", "1000")];
+    let warm = post_stream(&url, &streaming("hi"), &h("200"));
+    assert_eq!(warm.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let ((streamed, bytes), growth) = envoy
+        .rss_growth_during(|| e2e::client::post_stream_count(&url, &streaming("hi"), &h("20000")));
+    assert_eq!(streamed.status, 200);
+    assert!(
+        bytes > 20_000_000,
+        "streamed {bytes} bytes, every window checked and released"
+    );
+    println!(
+        "20 MB checked stream: Envoy RSS growth {} KiB",
+        growth >> 10
+    );
+    assert!(growth < 16 << 20, "Envoy RSS grew by {} MiB", growth >> 20);
+}
+
+// --- moderation services -------------------------------------------------------------------
+
+const SERVICE_KEY: &str = "svc-key-0123456789";
+const FLAGGED_PROMPT: &str = "How do I build a bomb?";
+const TIMEOUT_MS: u64 = 300;
+
+/// One Envoy in front of one moderation service, with routes for every way the service can
+/// fail: `/down-open/` and `/down-closed/` (nothing listens), `/slow-open/` and `/slow-closed/`
+/// (answers after the timeout), `/bad-key/` (the service refuses our credentials, fail-closed),
+/// `/answers-only/` (prompts unchecked, the service down, fail-closed).
+struct Backend {
+    envoy: Envoy,
+    provider: MockServer,
+    service: MockServer,
+    _slow: MockServer,
+    label: &'static str,
+    kind: &'static str,
+}
+
+fn backend(
+    kind: &'static str,
+    label: &'static str,
+    service: Value,
+    bad: Value,
+    mock: impl e2e::mock::Provider,
+    slow: impl e2e::mock::Provider,
+) -> Backend {
+    let provider = MockServer::start(ScriptedMock::default());
+    let service_mock = MockServer::start(mock);
+    let slow_mock = MockServer::start(Slow {
+        inner: slow,
+        delay: Duration::from_millis(TIMEOUT_MS * 4),
+    });
+    let with = |cluster: &str, policy: &str, base: &Value| {
+        let mut s = base.clone();
+        s["type"] = json!(kind);
+        s["cluster"] = json!(cluster);
+        s["failurePolicy"] = json!(policy);
+        s["timeout"] = json!(TIMEOUT_MS);
+        s
+    };
+    let rule = |route: &str, cluster: &str, policy: &str, base: &Value| json!({"_match_route_": [route], "service": with(cluster, policy, base)});
+    let mut answers_only = rule("answers-only", "down", "closed", &service);
+    answers_only["checkRequest"] = json!(false);
+    let config = json!({
+        "denyMessage": DENY,
+        "stream": {"windowChars": 40},
+        "service": with("moderation", "closed", &service),
+        "_rules_": [
+            rule("down-open", "down", "open", &service),
+            rule("down-closed", "down", "closed", &service),
+            rule("slow-open", "slow", "open", &service),
+            rule("slow-closed", "slow", "closed", &service),
+            rule("bad-key", "moderation", "closed", &bad),
+            answers_only,
+        ]
+    });
+    let mut gateway = Gateway::new().plugin("ai-content-safety", config);
+    for route in [
+        "down-open",
+        "down-closed",
+        "slow-open",
+        "slow-closed",
+        "bad-key",
+        "answers-only",
+    ] {
+        gateway = gateway.route(route, &format!("/{route}/"), "provider");
+    }
+    let envoy = Envoy::start(&with_log_field(
+        gateway
+            .route("default", "/", "provider")
+            .cluster("provider", provider.addr)
+            .cluster("moderation", service_mock.addr)
+            .cluster("slow", slow_mock.addr)
+            .cluster("down", closed_port()),
+    ));
+    Backend {
+        envoy,
+        provider,
+        service: service_mock,
+        _slow: slow_mock,
+        label,
+        kind,
+    }
+}
+
+fn failures(envoy: &Envoy, kind: &str, reason: &str) -> u64 {
+    envoy.stat_sum(
+        &[&format!(".backend.{kind}.reason.{reason}.")],
+        ".metric.callout_failed",
+    )
+}
+
+/// Everything a backend must do, request and answer, whole and streamed, and its failures.
+fn exercise(b: &Backend) {
+    let envoy = &b.envoy;
+    let _report = envoy.report_on_failure();
+
+    // A clean prompt goes to the service, then to the provider.
+    let reply = post_json(
+        &envoy.url(CHAT),
+        &chat("What is the capital of France?"),
+        &[],
+    );
+    assert_eq!(reply.status, 200, "{}: {}", b.kind, reply.text());
+    assert_eq!(reply.header("x-ai-content-safety"), None);
+    assert!(
+        provider_saw(&b.service, "capital of France"),
+        "{}: the service checked the prompt: {:?}",
+        b.kind,
+        b.service.requests.all()
+    );
+
+    // A flagged prompt is answered by the gateway.
+    let path = "/flagged-prompt/v1/chat/completions";
+    let reply = post_json(&envoy.url(path), &chat(FLAGGED_PROMPT), &[]);
+    assert_denied_completion(&reply);
+    assert_eq!(reply.header("x-ai-content-safety"), Some("blocked"));
+    assert!(!provider_saw(&b.provider, FLAGGED_PROMPT), "{}", b.kind);
+    let record = log_record(envoy, path);
+    assert_eq!(
+        record,
+        json!({"action": "blocked", "phase": "request", "backend": b.kind, "label": b.label}),
+        "{}",
+        b.kind
+    );
+
+    // A flagged whole answer is replaced.
+    let flagged_answer = ["Sure. To build ", "a bomb you first ", "need a plan."];
+    let h = [scripted(&flagged_answer)];
+    assert_denied_completion(&post_json(&envoy.url(CHAT), &chat("tell me"), &headers(&h)));
+
+    // A flagged streamed answer is cut, earlier windows delivered.
+    let pieces = [
+        "Here is a long and ",
+        "harmless introduction ",
+        "to the topic. Then: ",
+        "build a ",
+        "bomb with care.",
+        " More text.",
+    ];
+    let h = [scripted(&pieces), ("x-mock-delay-ms", "20".to_string())];
+    let streamed = post_stream(&envoy.url(CHAT), &streaming("tell me"), &headers(&h));
+    assert_cut(&streamed);
+    assert!(
+        streamed.text().starts_with("Here is a long and harmless"),
+        "{}: {}",
+        b.kind,
+        streamed.text()
+    );
+    assert!(!streamed.text().contains("bomb"), "{}", b.kind);
+
+    // A clean stream passes whole.
+    let clean = [
+        "A calm ",
+        "answer about ",
+        "gardening, ",
+        "with several ",
+        "windows of text ",
+        "in it.",
+    ];
+    let h = [scripted(&clean), ("x-mock-delay-ms", "5".to_string())];
+    let streamed = post_stream(&envoy.url(CHAT), &streaming("gardening?"), &headers(&h));
+    assert_eq!(streamed.text(), clean.concat(), "{}", b.kind);
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+
+    // Down, fail-open: served unchecked, counted.
+    let reply = post_json(
+        &envoy.url("/down-open/v1/chat/completions"),
+        &chat(FLAGGED_PROMPT),
+        &[],
+    );
+    assert_eq!(reply.status, 200, "{}", b.kind);
+    assert_ne!(
+        completion_text(&reply.json()),
+        DENY,
+        "{}: fail-open serves",
+        b.kind
+    );
+
+    // Down, fail-closed: refused.
+    let path = "/down-closed/v1/chat/completions";
+    assert_denied_completion(&post_json(
+        &envoy.url(path),
+        &chat("What is the capital of France?"),
+        &[],
+    ));
+    assert_eq!(
+        log_record(envoy, path)["label"],
+        "service_unavailable",
+        "{}",
+        b.kind
+    );
+
+    // Down, fail-closed, answers only: the stream is cut at its first window.
+    let h = [scripted(&clean), ("x-mock-delay-ms", "5".to_string())];
+    let streamed = post_stream(
+        &envoy.url("/answers-only/v1/chat/completions"),
+        &streaming("gardening?"),
+        &headers(&h),
+    );
+    assert_cut(&streamed);
+
+    // Slow, fail-open and fail-closed.
+    let started = Instant::now();
+    let reply = post_json(
+        &envoy.url("/slow-open/v1/chat/completions"),
+        &chat(FLAGGED_PROMPT),
+        &[],
+    );
+    assert_eq!(reply.status, 200);
+    assert_ne!(
+        completion_text(&reply.json()),
+        DENY,
+        "{}: fail-open after the timeout",
+        b.kind
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(TIMEOUT_MS * 4),
+        "{}: waited for the slow service",
+        b.kind
+    );
+    assert_denied_completion(&post_json(
+        &envoy.url("/slow-closed/v1/chat/completions"),
+        &chat("What is the capital of France?"),
+        &[],
+    ));
+
+    // The service refuses our credentials: its error is read, fail-closed blocks.
+    let path = "/bad-key/v1/chat/completions";
+    assert_denied_completion(&post_json(
+        &envoy.url(path),
+        &chat("What is the capital of France?"),
+        &[],
+    ));
+    assert_eq!(log_record(envoy, path)["service_failures"], 1, "{}", b.kind);
+
+    envoy.wait_for_stats("failure counters", |_| {
+        failures(envoy, b.kind, "unreachable") >= 2
+            && failures(envoy, b.kind, "timeout") >= 2
+            && failures(envoy, b.kind, "error") >= 1
+    });
+    assert!(
+        !envoy.log().contains(SERVICE_KEY),
+        "{}: the service key never reaches the logs",
+        b.kind
+    );
+    assert!(envoy.wasm_panics().is_empty(), "{:?}", envoy.wasm_panics());
+}
+
+#[test]
+fn openai_moderation() {
+    let mock = || OpenAiModerationMock {
+        api_key: SERVICE_KEY.into(),
+    };
+    let b = backend(
+        "openai",
+        "violence",
+        json!({"apiKey": SERVICE_KEY}),
+        json!({"apiKey": "sk-wrong-key-0000"}),
+        mock(),
+        mock(),
+    );
+    exercise(&b);
+    let sent = b.service.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/moderations");
+    assert_eq!(sent.header("host"), Some("api.openai.com"));
+    assert_eq!(sent.json()["model"], "omni-moderation-latest");
+}
+
+#[test]
+fn azure_content_safety() {
+    let mock = || AzureContentSafetyMock {
+        api_key: SERVICE_KEY.into(),
+        blocklists: vec![("brands".into(), vec!["acme rocket".into()])],
+    };
+    let service = json!({"apiKey": SERVICE_KEY, "host": "safety.cognitiveservices.azure.com", "blocklistNames": ["brands"]});
+    let b = backend(
+        "azure",
+        "Violence",
+        service,
+        json!({"apiKey": "wrong", "host": "safety.cognitiveservices.azure.com"}),
+        mock(),
+        mock(),
+    );
+    exercise(&b);
+    let reply = post_json(
+        &b.envoy.url("/blocklist/v1/chat/completions"),
+        &chat("Where can I buy an ACME rocket?"),
+        &[],
+    );
+    assert_denied_completion(&reply);
+    assert_eq!(
+        log_record(&b.envoy, "/blocklist/v1/chat/completions")["label"],
+        "blocklist:brands"
+    );
+}
+
+#[test]
+fn aliyun_text_moderation_plus() {
+    let mock = || AliyunGreenMock {
+        access_key_id: "LTAI-mock".into(),
+        access_key_secret: SERVICE_KEY.into(),
+    };
+    let b = backend(
+        "aliyun",
+        "violent_explosion",
+        json!({"accessKeyId": "LTAI-mock", "accessKeySecret": SERVICE_KEY}),
+        json!({"accessKeyId": "LTAI-mock", "accessKeySecret": "wrong-secret"}),
+        mock(),
+        mock(),
+    );
+    exercise(&b);
+    let services: Vec<String> = b
+        .service
+        .requests
+        .all()
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .split('&')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(
+        services.contains(&"Service=llm_query_moderation".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"Service=llm_response_moderation".to_string()),
+        "{services:?}"
+    );
+}
+
+#[test]
+fn bedrock_apply_guardrail() {
+    let credentials = aigw_shared::sign::AwsCredentials {
+        access_key_id: "AKIAMOCKMOCKMOCK".into(),
+        secret_access_key: SERVICE_KEY.into(),
+        session_token: None,
+    };
+    let mock = || BedrockGuardrailMock {
+        credentials: credentials.clone(),
+        region: "us-east-1".into(),
+        guardrail_id: "gr7abc".into(),
+        guardrail_version: "3".into(),
+    };
+    let service = json!({"region": "us-east-1", "accessKeyId": "AKIAMOCKMOCKMOCK", "secretAccessKey": SERVICE_KEY, "guardrailId": "gr7abc", "guardrailVersion": "3"});
+    let mut bad = service.clone();
+    bad["secretAccessKey"] = json!("wrong-secret");
+    let b = backend("bedrock", "content:VIOLENCE", service, bad, mock(), mock());
+    exercise(&b);
+    let sent = b.service.requests.last().unwrap();
+    assert_eq!(sent.path, "/guardrail/gr7abc/version/3/apply");
+    assert_eq!(
+        sent.header("host"),
+        Some("bedrock-runtime.us-east-1.amazonaws.com")
+    );
+}
+
+#[test]
+fn guard_model_over_an_openai_compatible_endpoint() {
+    let mock = || GuardModelMock {
+        api_key: Some(SERVICE_KEY.into()),
+    };
+    let service =
+        json!({"model": "llama-guard-3-8b", "apiKey": SERVICE_KEY, "host": "guard.internal"});
+    let b = backend(
+        "guard_model",
+        "S9",
+        service,
+        json!({"model": "llama-guard-3-8b", "apiKey": "wrong", "host": "guard.internal"}),
+        mock(),
+        mock(),
+    );
+    exercise(&b);
+    let answers: Vec<Value> = b
+        .service
+        .requests
+        .all()
+        .iter()
+        .map(|r| r.json())
+        .filter(|j| j["messages"].as_array().is_some_and(|m| m.len() == 2))
+        .collect();
+    assert!(
+        !answers.is_empty()
+            && answers
+                .iter()
+                .all(|j| j["messages"][1]["role"] == "assistant"),
+        "answers are classified as the assistant's turn"
+    );
+}
+
+#[test]
+fn generic_webhook() {
+    let mock = || WebhookMock {
+        token: SERVICE_KEY.into(),
+    };
+    let service = json!({"host": "moderation.internal", "path": "/v1/check", "headers": {"authorization": format!("Bearer {SERVICE_KEY}")}});
+    let bad = json!({"host": "moderation.internal", "path": "/v1/check", "headers": {"authorization": "Bearer wrong"}});
+    let b = backend("webhook", "violence", service, bad, mock(), mock());
+    exercise(&b);
+    let sent = b.service.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/check");
+    assert!(["request", "response"].contains(&sent.json()["phase"].as_str().unwrap()));
+}
+
+#[test]
+fn long_prompts_are_split_to_the_service_limit() {
+    let mock = AzureContentSafetyMock {
+        api_key: SERVICE_KEY.into(),
+        blocklists: Vec::new(),
+    };
+    let b = backend(
+        "azure",
+        "Violence",
+        json!({"apiKey": SERVICE_KEY, "host": "cs.azure.com"}),
+        json!({"apiKey": "x", "host": "cs.azure.com"}),
+        mock,
+        WebhookMock {
+            token: String::new(),
+        },
+    );
+    let _report = b.envoy.report_on_failure();
+    // 25,000 characters with the flagged phrase near the end: three requests of at most
+    // 10,000 characters, and the phrase is found.
+    let long = format!("{} {FLAGGED_PROMPT}", "lorem ipsum ".repeat(2080));
+    assert_denied_completion(&post_json(&b.envoy.url(CHAT), &chat(&long), &[]));
+    let sizes: Vec<usize> = b
+        .service
+        .requests
+        .all()
+        .iter()
+        .map(|r| r.json()["text"].as_str().unwrap_or("").chars().count())
+        .collect();
+    assert!(
+        sizes.len() >= 3 && sizes.iter().all(|&n| n <= 10_000),
+        "{sizes:?}"
+    );
 }

@@ -1,13 +1,14 @@
-//! An OpenAI provider whose answer the test writes: with `x-mock-content` (percent-encoded
-//! text, `|` between the pieces it is streamed in) the answer is that text; without it, the
-//! answer of [`OpenAiMock`]. `x-mock-pause-before: N` with `x-mock-pause-ms: M` pauses the
+//! An OpenAI chat provider, open to any client, whose answer the test writes: with
+//! `x-mock-content` (percent-encoded text, `|` between the pieces it is streamed in) the answer
+//! is that text; without it, the pieces of [`OpenAiMock`]'s answer. Other paths go to
+//! [`OpenAiMock`]. `x-mock-pause-before: N` with `x-mock-pause-ms: M` pauses the
 //! stream M ms before piece N (a provider that stalls mid-answer). Other knobs as in
 //! [`super::knobs`]. Every request is recorded, so tests see what reached the provider.
 
 use super::aliyun_green::percent_decode;
 use super::knobs::Knobs;
 use super::openai::completion::{sse_events, Answer, Completion};
-use super::openai::{chat_body, includes_usage, is_stream, OpenAiMock};
+use super::openai::{chat_body, content_pieces, includes_usage, is_stream, OpenAiMock};
 use super::{Provider, Recorded, Reply};
 use std::time::Duration;
 
@@ -18,15 +19,21 @@ pub struct ScriptedMock {
 
 impl Provider for ScriptedMock {
     fn handle(&self, request: &Recorded) -> Reply {
-        let Some(content) = request.header("x-mock-content").map(percent_decode) else {
+        if !request.path.ends_with("/chat/completions") {
             return self.fallback.handle(request);
-        };
+        }
         let body = match chat_body(request, true) {
             Ok(body) => body,
             Err(reply) => return reply,
         };
-        let knobs = Knobs::read(request, 1, Duration::ZERO, Duration::ZERO);
-        let pieces: Vec<String> = content.split('|').map(str::to_string).collect();
+        let knobs = Knobs::read(request, 5, Duration::ZERO, Duration::ZERO);
+        let pieces: Vec<String> = match request.header("x-mock-content") {
+            Some(content) => percent_decode(content)
+                .split('|')
+                .map(str::to_string)
+                .collect(),
+            None => content_pieces(knobs.chunks, knobs.chunk_bytes).collect(),
+        };
         let model = body["model"].as_str().unwrap_or_default().to_string();
         let mut completion = Completion::new(&body, "chatcmpl-scripted".into(), model, &knobs);
         completion.answer = Answer::Text { pieces };

@@ -220,6 +220,8 @@ struct Exchange {
     record: Record,
     pending: Option<Pending>,
     response: Response,
+    /// The plugin answered the request itself.
+    answered: bool,
 }
 
 /// Where a held response stands after a step.
@@ -305,6 +307,7 @@ impl HttpContext for SafetyStream {
             record: Record::default(),
             pending: None,
             response: Response::Untouched,
+            answered: false,
         })));
         // Hold the headers until the body is checked, so a blocked prompt never opens a
         // connection to the provider.
@@ -363,7 +366,7 @@ impl HttpContext for SafetyStream {
         let status: u16 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let content_type = header("content-type").unwrap_or("");
         let restore = e.config.masking.as_ref().is_some_and(|m| m.restore) && e.vault.is_some();
-        if !(200..300).contains(&status) || !(e.config.checks_response() || restore) {
+        if e.answered || !(200..300).contains(&status) || !(e.config.checks_response() || restore) {
             return Action::Continue;
         }
         if is_event_stream(content_type) {
@@ -767,6 +770,8 @@ impl Exchange {
     /// Answers a blocked prompt.
     fn deny_request(&mut self, shared: &Shared, finding: &Finding, stream: bool) {
         self.blocked(shared, Phase::Request, finding);
+        // The local reply passes back through this filter: it is not checked again.
+        self.answered = true;
         let config = &self.config;
         let answer = deny::request_answer(
             config.deny_code,
