@@ -881,3 +881,249 @@ fn long_prompts_are_split_to_the_service_limit() {
         "{sizes:?}"
     );
 }
+
+// --- data masking ----------------------------------------------------------------------------
+
+struct Masking {
+    envoy: Envoy,
+    provider: MockServer,
+    moderation: MockServer,
+}
+
+/// Masking on every route (placeholders `[KIND_N]`), checked by the OpenAI moderation mock;
+/// `/hash/` hashes values and masks employee numbers with a user rule.
+fn masking() -> &'static Masking {
+    static MASKING: OnceLock<Masking> = OnceLock::new();
+    MASKING.get_or_init(|| {
+        let provider = MockServer::start(ScriptedMock::default());
+        let moderation = MockServer::start(OpenAiModerationMock { api_key: SERVICE_KEY.into() });
+        let config = json!({
+            "denyMessage": DENY,
+            "service": {"type": "openai", "cluster": "moderation", "apiKey": SERVICE_KEY},
+            "dataMasking": {},
+            "_rules_": [{"_match_route_": ["hash"], "dataMasking": {"mode": "hash", "replace_roles": [{"regex": r"EMP-\d{6}", "name": "employee"}]}}]
+        });
+        let envoy = Envoy::start(&with_log_field(
+            Gateway::new()
+                .plugin("ai-content-safety", config)
+                .route("hash", "/hash/", "provider")
+                .route("default", "/", "provider")
+                .cluster("provider", provider.addr)
+                .cluster("moderation", moderation.addr),
+        ));
+        Masking { envoy, provider, moderation }
+    })
+}
+
+const SECRETS: [&str; 5] = [
+    "alice@example.com",
+    "+1 415 555 0100",
+    "4111 1111 1111 1111",
+    "sk-proj-abcdefghijklmnop1234",
+    "11010519491231002X",
+];
+
+fn secret_prompt() -> String {
+    format!(
+        "Email {} or call {} about card {}; my key is {} and my ID {}.",
+        SECRETS[0], SECRETS[1], SECRETS[2], SECRETS[3], SECRETS[4]
+    )
+}
+
+#[test]
+fn sensitive_data_never_reaches_the_provider_or_the_moderation_service() {
+    let Masking {
+        envoy,
+        provider,
+        moderation,
+    } = masking();
+    let _report = envoy.report_on_failure();
+    let path = "/masked/v1/chat/completions";
+    let reply = post_json(&envoy.url(path), &chat(&secret_prompt()), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let sent = provider
+        .requests
+        .all()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == path)
+        .expect("the provider was called")
+        .json();
+    assert_eq!(
+        sent["messages"][1]["content"],
+        "Email [EMAIL_1] or call [PHONE_1] about card [CARD_1]; my key is [API_KEY_1] and my ID [ID_NUMBER_1]."
+    );
+    for secret in SECRETS {
+        assert!(
+            !provider_saw(provider, secret),
+            "{secret} reached the provider"
+        );
+        assert!(
+            !provider_saw(moderation, secret),
+            "{secret} reached the moderation service"
+        );
+    }
+    assert!(
+        provider_saw(moderation, "[EMAIL_1]"),
+        "the service checked the masked prompt"
+    );
+    assert_eq!(log_record(envoy, path)["masked"], 5);
+}
+
+#[test]
+fn placeholders_in_the_answer_are_restored_whole_and_streamed() {
+    let Masking { envoy, .. } = masking();
+    let _report = envoy.report_on_failure();
+    let answer = [
+        "Done: I wrote to [EMA",
+        "IL_1] and called [PHONE_1",
+        "]. Card [CARD_1] is fine.",
+    ];
+    let expected = format!(
+        "Done: I wrote to {} and called {}. Card {} is fine.",
+        SECRETS[0], SECRETS[1], SECRETS[2]
+    );
+    let h = [scripted(&answer), ("x-mock-delay-ms", "10".to_string())];
+    let reply = post_json(&envoy.url(CHAT), &chat(&secret_prompt()), &headers(&h));
+    assert_eq!(completion_text(&reply.json()), expected);
+    let path = "/restored/v1/chat/completions";
+    let streamed = post_stream(&envoy.url(path), &streaming(&secret_prompt()), &headers(&h));
+    assert_eq!(streamed.text(), expected);
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+    let record = log_record(envoy, path);
+    assert_eq!(
+        (record["masked"].as_u64(), record["restored"].as_u64()),
+        (Some(5), Some(3)),
+        "{record}"
+    );
+}
+
+#[test]
+fn a_placeholder_split_at_any_byte_of_the_stream_is_restored() {
+    let Masking { envoy, .. } = masking();
+    let _report = envoy.report_on_failure();
+    let text = "Mail [EMAIL_1] today.";
+    let start = text.find('[').unwrap();
+    for cut in start..=start + "[EMAIL_1]".len() {
+        let (a, b) = text.split_at(cut);
+        let h = [scripted(&[a, b]), ("x-mock-delay-ms", "5".to_string())];
+        let streamed = post_stream(
+            &envoy.url(CHAT),
+            &streaming("mail alice@example.com"),
+            &headers(&h),
+        );
+        assert_eq!(
+            streamed.text(),
+            "Mail alice@example.com today.",
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn hash_mode_and_user_rules() {
+    let Masking {
+        envoy, provider, ..
+    } = masking();
+    let path = "/hash/v1/chat/completions";
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        let reply = post_json(
+            &envoy.url(path),
+            &chat("employee EMP-123456 mails alice@example.com"),
+            &[],
+        );
+        assert_eq!(reply.status, 200);
+        sent.push(
+            provider.requests.last().unwrap().json()["messages"][1]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        sent[0], sent[1],
+        "the same value always gives the same token"
+    );
+    assert!(
+        sent[0].starts_with("employee [EMPLOYEE_") && sent[0].contains(" mails [EMAIL_"),
+        "{}",
+        sent[0]
+    );
+    assert!(!sent[0].contains("alice") && !sent[0].contains("123456"));
+}
+
+// --- behind the client-edge ai-proxy -----------------------------------------------------------
+
+#[test]
+fn an_anthropic_client_gets_anthropic_shaped_denials() {
+    let provider = MockServer::start(ScriptedMock::default());
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
+            .plugin(
+                "ai-content-safety",
+                json!({"denyMessage": DENY, "local": {"denyWords": ["bomb recipe"]}, "stream": {"windowChars": 20},
+                       "_rules_": [{"_match_route_": ["forbidden"], "denyCode": 403}]}),
+            )
+            .route("forbidden", "/forbidden/", "provider")
+            .route("default", "/", "provider")
+            .cluster("provider", provider.addr)
+            .to_json(),
+    );
+    let _report = envoy.report_on_failure();
+    let message = |text: &str| json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": text}]});
+    let anthropic = [
+        ("anthropic-version", "2023-06-01"),
+        ("x-api-key", "sk-ant-client"),
+    ];
+
+    let reply = post_json(
+        &envoy.url("/v1/messages"),
+        &message("a bomb recipe please"),
+        &anthropic,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["type"], "message", "{body}");
+    assert_eq!(body["content"][0]["text"], DENY);
+    assert_eq!(body["stop_reason"], "refusal");
+
+    let reply = post_json(
+        &envoy.url("/forbidden/v1/messages"),
+        &message("a bomb recipe please"),
+        &anthropic,
+    );
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        reply.json(),
+        json!({"type": "error", "error": {"type": "permission_error", "message": DENY}})
+    );
+
+    // A streamed answer cut by the plugin ends as an Anthropic stream does.
+    let mut streamed_message = message("tell me");
+    streamed_message["stream"] = json!(true);
+    let h = [
+        scripted(&[
+            "Some harmless words ",
+            "and then a bomb ",
+            "recipe follows.",
+        ]),
+        ("x-mock-delay-ms", "10".to_string()),
+    ];
+    let mut all = anthropic.to_vec();
+    all.extend(headers(&h));
+    let streamed = post_stream(&envoy.url("/v1/messages"), &streamed_message, &all);
+    let events = streamed.events();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"message_stop"), "{kinds:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|(_, e)| e.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
+    assert!(text.ends_with(DENY) && !text.contains("recipe"), "{text}");
+    let stop = events
+        .iter()
+        .find_map(|(_, e)| e.pointer("/delta/stop_reason").and_then(Value::as_str));
+    assert_eq!(stop, Some("refusal"));
+}

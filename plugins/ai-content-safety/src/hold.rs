@@ -185,6 +185,11 @@ impl StreamHold {
         }
     }
 
+    /// The whole body has been seen and nothing is held any more.
+    pub fn is_done(&self) -> bool {
+        (self.ended && !self.in_check && self.held.is_empty()) || self.denied
+    }
+
     /// Placeholders restored so far.
     pub fn restored(&self) -> u64 {
         self.restore.as_ref().map_or(0, StreamRestore::restored)

@@ -412,11 +412,7 @@ impl HttpContext for SafetyStream {
             Response::Stream(hold) => {
                 let mut body = EnvoyBody { len: body_size };
                 let step = hold.on_body(&mut body, end_of_stream, host::now_ms());
-                let flow = e.run_stream(&self.shared, step, false);
-                if end_of_stream {
-                    e.finish_stream();
-                }
-                match flow {
+                match e.run_stream(&self.shared, step, false) {
                     Flow::Held => {
                         self.shared
                             .holding
@@ -657,7 +653,10 @@ impl Exchange {
         loop {
             match step {
                 Step::Hold => return Flow::Held,
-                Step::Release => return Flow::Released,
+                Step::Release => {
+                    self.finish_stream(shared);
+                    return Flow::Released;
+                }
                 Step::Check(text) => {
                     let Some(verdict) = self.start_check(
                         shared,
@@ -691,14 +690,19 @@ impl Exchange {
         }
     }
 
-    /// The end of a streamed answer: restores counted, record written.
-    fn finish_stream(&mut self) {
-        if let Response::Stream(hold) = &self.response {
-            let restored = hold.restored();
-            if restored > 0 {
-                self.record.restored = restored;
-                self.write_log();
-            }
+    /// Once a streamed answer is all out: restores counted, record written.
+    fn finish_stream(&mut self, shared: &Shared) {
+        let Response::Stream(hold) = &self.response else {
+            return;
+        };
+        if !hold.is_done() || self.record.restored > 0 {
+            return;
+        }
+        let restored = hold.restored();
+        if restored > 0 {
+            self.record.restored = restored;
+            shared.count(&record::route_series(&self.route), "restored", restored);
+            self.write_log();
         }
     }
 
