@@ -1127,3 +1127,56 @@ fn an_anthropic_client_gets_anthropic_shaped_denials() {
         .find_map(|(_, e)| e.pointer("/delta/stop_reason").and_then(Value::as_str));
     assert_eq!(stop, Some("refusal"));
 }
+
+// --- the shipped example -------------------------------------------------------------------------
+
+#[test]
+fn the_shipped_example_config_runs() {
+    let provider = MockServer::start(ScriptedMock::default());
+    let moderation = MockServer::start(OpenAiModerationMock {
+        api_key: SERVICE_KEY.into(),
+    });
+    let dir = e2e::paths::scratch_dir("content-safety-example");
+    let template = std::fs::read_to_string(
+        e2e::paths::repo_root().join("envoy-configs/ai-content-safety.yaml"),
+    )
+    .unwrap();
+    let wasm = e2e::paths::plugin_wasm("ai-content-safety");
+    let rendered = e2e::config::render(
+        &template,
+        &[
+            ("PORT", "0".into()),
+            ("ADMIN_PORT", "0".into()),
+            ("ACCESS_LOG", dir.join("access.log").display().to_string()),
+            ("WASM_DIR", wasm.parent().unwrap().display().to_string()),
+            ("PROVIDER_HOST", "127.0.0.1".into()),
+            ("PROVIDER_PORT", provider.port().to_string()),
+            ("MODERATION_HOST", "api.openai.com".into()),
+            ("MODERATION_ADDRESS", "127.0.0.1".into()),
+            ("MODERATION_PORT", moderation.port().to_string()),
+            ("MODERATION_API_KEY", SERVICE_KEY.into()),
+        ],
+    )
+    .unwrap();
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, rendered).unwrap();
+    let envoy = Envoy::start_file(
+        &config,
+        &EnvoyOptions {
+            work_dir: Some(dir),
+            ..Default::default()
+        },
+    );
+    let reply = post_json(&envoy.url(CHAT), &chat(FLAGGED_PROMPT), &[]);
+    assert_eq!(
+        completion_text(&reply.json()),
+        "Sorry, I can't help with that."
+    );
+    let reply = post_json(&envoy.url(CHAT), &chat("write to bob@example.com"), &[]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        provider.requests.last().unwrap().json()["messages"][1]["content"],
+        "write to [EMAIL_1]"
+    );
+    assert!(provider_saw(&moderation, "write to [EMAIL_1]"));
+}

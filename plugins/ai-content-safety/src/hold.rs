@@ -23,7 +23,7 @@ use aigw_shared::sse::{complete_events_len, Decoder, Event};
 
 /// Envoy's held response body as the plugin can touch it.
 pub trait HeldBody {
-    fn len(&self) -> usize;
+    fn size(&self) -> usize;
     fn read(&self, start: usize, len: usize) -> Vec<u8>;
     /// Replaces the first `size` bytes with `data` (`size` 0 prepends).
     fn replace_prefix(&mut self, size: usize, data: &[u8]);
@@ -108,8 +108,8 @@ impl StreamHold {
     /// A body callback: `body` is everything Envoy holds, `end` the end of the stream.
     pub fn on_body(&mut self, body: &mut dyn HeldBody, end: bool, now_ms: u64) -> Step {
         if self.denied {
-            if body.len() > 0 {
-                body.replace_prefix(body.len(), b"");
+            if body.size() > 0 {
+                body.replace_prefix(body.size(), b"");
             }
             return if self.in_check {
                 Step::Hold
@@ -122,7 +122,7 @@ impl StreamHold {
         }
         self.envoy_holds = true;
         let known = self.held.len();
-        let len = body.len();
+        let len = body.size();
         if len > known {
             let new = body.read(known, len - known);
             self.feed(&new, now_ms);
@@ -147,7 +147,7 @@ impl StreamHold {
         }
         if verdict.is_block() {
             let tail = stream_tail(&self.deny_message, &self.identity);
-            body.replace_prefix(body.len(), &tail);
+            body.replace_prefix(body.size(), &tail);
             self.denied = true;
             self.held = Vec::new();
             self.unchecked = String::new();
@@ -244,9 +244,9 @@ impl StreamHold {
         match self.restore.as_mut() {
             Some(restore) => {
                 let out = restore.rewrite(&self.held[..n], self.ended);
-                body.replace_prefix(body.len(), &out);
+                body.replace_prefix(body.size(), &out);
             }
-            None if n < self.held.len() => body.replace_prefix(body.len(), &self.held[..n]),
+            None if n < self.held.len() => body.replace_prefix(body.size(), &self.held[..n]),
             None => {}
         }
         self.held.drain(..n);
@@ -324,7 +324,7 @@ pub mod sim {
     }
 
     impl HeldBody for Envoy {
-        fn len(&self) -> usize {
+        fn size(&self) -> usize {
             self.buffer.len()
         }
         fn read(&self, start: usize, len: usize) -> Vec<u8> {

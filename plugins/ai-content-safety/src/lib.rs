@@ -207,7 +207,7 @@ enum Response {
     Whole {
         len: usize,
     },
-    Stream(StreamHold),
+    Stream(Box<StreamHold>),
 }
 
 /// One request on its way through the plugin.
@@ -238,7 +238,7 @@ struct EnvoyBody {
 }
 
 impl HeldBody for EnvoyBody {
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         self.len
     }
 
@@ -371,13 +371,13 @@ impl HttpContext for SafetyStream {
         }
         if is_event_stream(content_type) {
             let restorer = e.vault.clone().filter(|_| restore).map(StreamRestore::new);
-            e.response = Response::Stream(StreamHold::new(
+            e.response = Response::Stream(Box::new(StreamHold::new(
                 e.config.windows,
                 e.config.checks_response(),
                 e.config.deny_message.clone(),
                 Identity::local(host::now_ms() / 1000),
                 restorer,
-            ));
+            )));
         } else if is_json(content_type) {
             e.response = Response::Whole { len: 0 };
         } else {

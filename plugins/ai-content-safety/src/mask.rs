@@ -335,7 +335,7 @@ pub fn luhn_valid(candidate: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The GB 11643 checksum of an 18-character Chinese resident ID number.

@@ -9,6 +9,7 @@
 //!
 //! `BENCH_SECTIONS=core,…` runs only the named sections.
 
+mod content_safety;
 mod core;
 
 use e2e::bench::Plan;
@@ -18,7 +19,7 @@ type Section = (&'static str, fn(&Plan));
 
 fn main() {
     let plan = Plan::from_env();
-    let sections: Vec<Section> = vec![("core", core::run)];
+    let sections: Vec<Section> = vec![("core", core::run), ("content-safety", content_safety::run)];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
         if only
