@@ -39,6 +39,25 @@ pub fn load_rules<T>(
     }
 }
 
+/// The configuration that applies to the current request (the first matching rule, else the
+/// global one) and the request's route name. Reads `xds.route_name`, `xds.cluster_name`, and
+/// `:authority` only when a rule matches on domains.
+pub fn request_rule<T>(rules: &crate::rules::RuleSet<T>) -> (Option<std::rc::Rc<T>>, String) {
+    let route = property_string(&["xds", "route_name"]).unwrap_or_default();
+    let cluster = property_string(&["xds", "cluster_name"]).unwrap_or_default();
+    let authority = if rules.uses_host() {
+        request_header(":authority").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let config = rules.get(&crate::rules::RequestKeys {
+        route: &route,
+        host: &authority,
+        service: &cluster,
+    });
+    (config, route)
+}
+
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()

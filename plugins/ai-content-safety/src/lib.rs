@@ -21,7 +21,7 @@ pub mod verdict;
 use aigw_shared::body::{is_event_stream, is_json};
 use aigw_shared::error::ApiError;
 use aigw_shared::host::{self, Metrics};
-use aigw_shared::rules::{RequestKeys, RuleSet};
+use aigw_shared::rules::RuleSet;
 use check::{read_outcome, Failure, Gathering};
 use config::Config;
 use deny::Identity;
@@ -222,6 +222,8 @@ struct Exchange {
     response: Response,
     /// The plugin answered the request itself.
     answered: bool,
+    /// A streamed answer was accounted for.
+    stream_finished: bool,
 }
 
 /// Where a held response stands after a step.
@@ -273,18 +275,7 @@ impl Context for SafetyStream {
 
 impl HttpContext for SafetyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
-        let authority = if self.rules.uses_host() {
-            host::request_header(":authority").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let Some(config) = self.rules.get(&RequestKeys {
-            route: &route,
-            host: &authority,
-            service: &cluster,
-        }) else {
+        let (Some(config), route) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         if !config.reads_request() && !config.checks_response() {
@@ -308,6 +299,7 @@ impl HttpContext for SafetyStream {
             pending: None,
             response: Response::Untouched,
             answered: false,
+            stream_finished: false,
         })));
         // Hold the headers until the body is checked, so a blocked prompt never opens a
         // connection to the provider.
@@ -695,8 +687,16 @@ impl Exchange {
         let Response::Stream(hold) = &self.response else {
             return;
         };
-        if !hold.is_done() || self.record.restored > 0 {
+        if !hold.is_done() || self.stream_finished {
             return;
+        }
+        self.stream_finished = true;
+        if let Some(series) = shared
+            .metrics
+            .borrow_mut()
+            .series(&record::route_series(&self.route))
+        {
+            series.histogram("stream_held_bytes_peak", hold.peak_held_bytes() as u64);
         }
         let restored = hold.restored();
         if restored > 0 {

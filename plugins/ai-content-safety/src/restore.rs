@@ -275,6 +275,7 @@ impl StreamRestore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hold::sim::streamed_text;
 
     fn vault() -> Rc<Vault> {
         let mut v = Vault::default();
@@ -348,19 +349,6 @@ mod tests {
         out
     }
 
-    fn streamed_text(body: &[u8]) -> String {
-        Decoder::new()
-            .push(body)
-            .filter(|e| !e.is_done())
-            .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-            .filter_map(|c| {
-                c.pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .collect()
-    }
-
     #[test]
     fn stream_placeholders_split_across_chunks_are_restored() {
         let body = stream();
@@ -385,7 +373,7 @@ mod tests {
             max_hold_ms: 1000,
         };
         for cut in 0..=body.len() {
-            for second in (cut..=body.len()).step_by(11) {
+            for second in (cut..=body.len()).step_by(41) {
                 let mut hold = StreamHold::new(
                     windows,
                     false,

@@ -150,7 +150,8 @@ pub fn run(plan: &Plan) {
     memory(&targets, &body);
 }
 
-/// Envoy's memory growth while 32 streams are held mid-window at once.
+/// Memory per stream: the most bytes each stream held (the plugin's histogram), and Envoy's
+/// resident memory growth while 32 slow streams are held at once.
 fn memory(targets: &[Target], body: &Value) {
     const CONCURRENT: usize = 32;
     println!("memory: {CONCURRENT} concurrent slow streams (one 25-character chunk every 20 ms)");
@@ -178,12 +179,32 @@ fn memory(targets: &[Target], body: &Value) {
                 let _ = t.join();
             }
         });
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(1200));
         println!(
-            "  {:<34} RSS growth {:>6} KiB, {:>5} KiB per stream",
+            "  {:<34} Envoy RSS growth {:>6} KiB ({:>3} KiB per stream); held per stream: {}",
             target.name,
             growth >> 10,
-            (growth >> 10) / CONCURRENT as u64
+            (growth >> 10) / CONCURRENT as u64,
+            held_bytes(&target.envoy)
         );
+    }
+}
+
+/// The plugin's `stream_held_bytes_peak` histogram as `p50 … / max …`, over every stream so far.
+fn held_bytes(envoy: &Envoy) -> String {
+    let stats = e2e::client::get(&envoy.admin_url("/stats?filter=stream_held_bytes_peak"))
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let quantile = |q: &str| {
+        stats
+            .split(&format!(" {q}("))
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|pair| pair.split(',').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    match (quantile("P50"), quantile("P100")) {
+        (Some(p50), Some(max)) => format!("p50 {p50} B, max {max} B"),
+        _ => "-".into(),
     }
 }

@@ -4,7 +4,7 @@
 //! characters at most, so one request per segment). A `RiskLevel` at or above `riskLevelBar`
 //! blocks, labelled with the first `Result[].Label`.
 
-use super::{error_message, parse_own, CallContext, Defaults, Endpoint, Service};
+use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
@@ -160,11 +160,7 @@ impl Service for Aliyun {
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Result<Verdict, String> {
-        if !(200..300).contains(&status) {
-            return Err(error_message(status, body));
-        }
-        let answer: Answer =
-            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer = answer_json(status, body)?;
         let code_ok = match &answer.code {
             Some(Value::Number(n)) => n.as_u64() == Some(200),
             Some(Value::String(s)) => s == "200",

@@ -3,7 +3,7 @@
 //! A blocklist hit blocks (label `blocklist:<name>`), and so does a category whose severity
 //! reaches `severityThreshold` (label: the category, e.g. `Violence`).
 
-use super::{error_message, parse_own, CallContext, Defaults, Endpoint, Service};
+use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
@@ -100,11 +100,7 @@ impl Service for Azure {
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Result<Verdict, String> {
-        if !(200..300).contains(&status) {
-            return Err(error_message(status, body));
-        }
-        let answer: Answer =
-            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer = answer_json(status, body)?;
         if let Some(hit) = answer.blocklists_match.first() {
             return Ok(Verdict::Block(Finding::new(
                 "azure",

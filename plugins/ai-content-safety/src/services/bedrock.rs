@@ -4,7 +4,7 @@
 //! as content blocks of one request. `action: GUARDRAIL_INTERVENED` blocks, labelled with the
 //! first assessment that intervened (`topic:<name>`, `content:<TYPE>`, `word`, `pii:<TYPE>`…).
 
-use super::{error_message, parse_own, CallContext, Defaults, Endpoint, Service};
+use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
@@ -131,11 +131,7 @@ impl Service for Bedrock {
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Result<Verdict, String> {
-        if !(200..300).contains(&status) {
-            return Err(error_message(status, body));
-        }
-        let answer: Value =
-            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Value = answer_json(status, body)?;
         match answer.get("action").and_then(Value::as_str) {
             Some("GUARDRAIL_INTERVENED") => Ok(Verdict::Block(Finding::new(
                 "bedrock",

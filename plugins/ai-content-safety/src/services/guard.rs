@@ -3,7 +3,7 @@
 //! violated categories on the next line (`unsafe\nS1,S10`), which become the label. Prompts are
 //! classified as the user's turn; answers as the assistant's turn after a placeholder user turn.
 
-use super::{error_message, parse_own, CallContext, Defaults, Endpoint, Service};
+use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
@@ -64,11 +64,7 @@ impl Service for GuardModel {
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Result<Verdict, String> {
-        if !(200..300).contains(&status) {
-            return Err(error_message(status, body));
-        }
-        let answer: Value =
-            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Value = answer_json(status, body)?;
         let content = answer
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)

@@ -233,6 +233,14 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
     format!("status {status}: {text}")
 }
 
+/// The JSON of a 2xx answer; any other status, or an unreadable body, is a service error.
+pub fn answer_json<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, String> {
+    if !(200..300).contains(&status) {
+        return Err(error_message(status, body));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))
+}
+
 /// Parses a service type's own keys (everything but `type` and the endpoint keys).
 pub fn parse_own<T: serde::de::DeserializeOwned>(
     map: &Map<String, Value>,

@@ -2,7 +2,7 @@
 //! segments in one request (`input` as an array); a result with `flagged: true` blocks, with
 //! its first flagged category as the label. `categories` narrows which categories count.
 
-use super::{error_message, parse_own, CallContext, Defaults, Endpoint, Service};
+use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
@@ -73,11 +73,7 @@ impl Service for OpenAi {
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Result<Verdict, String> {
-        if !(200..300).contains(&status) {
-            return Err(error_message(status, body));
-        }
-        let answer: Answer =
-            serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+        let answer: Answer = answer_json(status, body)?;
         for result in answer.results.iter().filter(|r| r.flagged) {
             let flagged = result
                 .categories
