@@ -75,10 +75,6 @@ impl Gathering {
             }
         }
     }
-
-    pub fn remaining(&self) -> usize {
-        self.remaining
-    }
 }
 
 #[cfg(test)]

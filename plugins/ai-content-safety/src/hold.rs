@@ -172,10 +172,6 @@ impl StreamHold {
             .map(|since| since + self.windows.max_hold_ms)
     }
 
-    pub fn is_denied(&self) -> bool {
-        self.denied
-    }
-
     /// Bytes Envoy holds for this stream (outside a body callback, when it is paused).
     pub fn held_len(&self) -> usize {
         if self.envoy_holds {

@@ -318,6 +318,33 @@ mod tests {
     }
 
     #[test]
+    fn no_panic_on_any_input() {
+        let mut rng = 11u64;
+        for len in 0..300 {
+            let mut r = Restorer::new(vault());
+            let mut input = String::new();
+            let mut out = String::new();
+            for _ in 0..len {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let c = [
+                    '[', ']', 'E', 'M', 'A', 'I', 'L', '_', '1', '0', 'é', '中', ' ',
+                ][(rng >> 33) as usize % 13];
+                input.push(c);
+                out.push_str(&r.push(&c.to_string()));
+            }
+            out.push_str(&r.flush());
+            assert_eq!(
+                out,
+                vault().restore_all(&input),
+                "piecewise and whole agree"
+            );
+        }
+        assert!(restore_completion(b"{not json", &vault()).is_none());
+    }
+
+    #[test]
     fn completion_bodies() {
         let body = serde_json::to_vec(&json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "mail [EMAIL_1]",
             "tool_calls": [{"id": "c", "type": "function", "function": {"name": "send", "arguments": "{\"to\":\"[EMAIL_1]\"}"}}]}}]})).unwrap();

@@ -48,20 +48,26 @@ pub fn run(plan: &Plan) {
             &options,
         )
     };
-    let targets = [
-        Target {
-            name: "bare Envoy",
-            envoy: start(Gateway::new()),
-        },
-        Target {
-            name: "content-safety, local lists",
-            envoy: start(Gateway::new().plugin("ai-content-safety", local)),
-        },
-        Target {
-            name: "content-safety, webhook callout",
-            envoy: start(Gateway::new().plugin("ai-content-safety", webhook)),
-        },
+    let configurations = [
+        ("bare Envoy", None),
+        ("content-safety, local lists", Some(local)),
+        ("content-safety, webhook callout", Some(webhook)),
     ];
+    let fresh = || -> Vec<Target> {
+        configurations
+            .iter()
+            .map(|(name, config)| Target {
+                name,
+                envoy: match config {
+                    None => start(Gateway::new()),
+                    Some(config) => {
+                        start(Gateway::new().plugin("ai-content-safety", config.clone()))
+                    }
+                },
+            })
+            .collect()
+    };
+    let targets = fresh();
     let size = std::fs::metadata(paths::plugin_wasm("ai-content-safety")).map_or(0, |m| m.len());
     println!("ai-content-safety: {size} bytes of wasm; 2,000 deny words; windows of {WINDOW_CHARS} characters");
     println!();
@@ -147,7 +153,9 @@ pub fn run(plan: &Plan) {
         );
     }
     println!();
-    memory(&targets, &body);
+    drop(targets);
+    // Fresh gateways, so that the held-bytes histogram only sees these streams.
+    memory(&fresh(), &body);
 }
 
 /// Memory per stream: the most bytes each stream held (the plugin's histogram), and Envoy's
@@ -201,7 +209,8 @@ fn held_bytes(envoy: &Envoy) -> String {
             .nth(1)
             .and_then(|rest| rest.split(')').next())
             .and_then(|pair| pair.split(',').nth(1))
-            .map(|v| v.trim().to_string())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| format!("{v:.0}"))
     };
     match (quantile("P50"), quantile("P100")) {
         (Some(p50), Some(max)) => format!("p50 {p50} B, max {max} B"),
