@@ -3,7 +3,9 @@
 
 use crate::fold::fold;
 use crate::verdict::{Finding, Phase};
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::Automaton;
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::Input;
 use regex_lite::Regex;
 
 pub const BACKEND: &str = "local";
@@ -22,9 +24,13 @@ const PROMPT_INJECTION: &[&str] = &[
 ];
 
 /// Deny lists compiled once per configuration.
+///
+/// Deny words use the contiguous NFA of `aho-corasick` directly: it is what the crate picks
+/// for thousands of patterns anyway, and leaving out its other automata halves the code it
+/// adds to the wasm.
 #[derive(Debug, Default)]
 pub struct LocalChecker {
-    words: Option<AhoCorasick>,
+    words: Option<NFA>,
     regexes: Vec<Regex>,
     injection: Vec<Regex>,
 }
@@ -44,7 +50,7 @@ impl LocalChecker {
         let words = if folded.is_empty() {
             None
         } else {
-            Some(AhoCorasick::new(&folded).map_err(|e| (0, e.to_string()))?)
+            Some(NFA::new(&folded).map_err(|e| (0, e.to_string()))?)
         };
         let regexes = regexes
             .iter()
@@ -77,7 +83,13 @@ impl LocalChecker {
             return None;
         }
         let folded = fold(text);
-        if self.words.as_ref().is_some_and(|ac| ac.is_match(&folded)) {
+        let word = self.words.as_ref().is_some_and(|nfa| {
+            matches!(
+                nfa.try_find(&Input::new(&folded).earliest(true)),
+                Ok(Some(_))
+            )
+        });
+        if word {
             return Some(Finding::new(BACKEND, "deny_word"));
         }
         if self.regexes.iter().any(|r| r.is_match(&folded)) {
