@@ -3,6 +3,7 @@
 #   make run     build the plugins, install Envoy if missing, start the demo gateway (Ctrl-C stops it)
 #   make test    unit tests, wasm tests under Node, e2e tests through real Envoy
 #   make bench   throughput and latency against bare Envoy (prints figures; never part of test)
+#   make reload  swap the running gateway's plugins for a fresh build and config (PLUGIN=… for one)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -20,7 +21,7 @@ PYDEPS_STAMP := $(VENV)/.pydeps-$(shell cksum < e2e/requirements.txt | cut -d' '
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
 WASM_BINDGEN_RUNNER := $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION)/bin/wasm-bindgen-test-runner
 
-.PHONY: help build wasm-target envoy pydeps services run test test-unit test-wasm test-e2e e2e bench fmt lint clean
+.PHONY: help build wasm-target envoy pydeps services run reload test test-unit test-wasm test-e2e e2e bench fmt lint clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -62,6 +63,11 @@ $(WASM_BINDGEN_RUNNER):
 
 run: build envoy
 	$(CARGO) run --quiet -p e2e --bin demo
+
+# Swap the running gateway's plugins for a fresh build and envoy-configs/demo/*.json, without a
+# restart: `make reload`, or one plugin: `make reload PLUGIN=ai-proxy`.
+reload: build
+	$(CARGO) run --quiet -p e2e --bin reload -- $(PLUGIN)
 
 ## Test ----------------------------------------------------------------------------------------
 

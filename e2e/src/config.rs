@@ -3,11 +3,14 @@
 //! plugins' metric names into labels, and a JSON access log with the plugins' log attributes.
 
 use crate::paths;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 use std::path::Path;
 
-const ACCESS_LOG_PLACEHOLDER: &str = "@ACCESS_LOG@";
+/// Paths in a test config start with this; Envoy::start puts the run's own directory there.
+pub const DIR: &str = "@DIR@";
+/// Key of the ECDS resources a config carries to Envoy::start (not an Envoy field).
+pub const ECDS_KEY: &str = "@ecds";
 
 /// Stats tags for the `route.<r>.upstream.<c>.model.<m>.consumer.<u>[.status.<s>].metric.<name>`
 /// names of ai-statistics (the same list ships in `envoy-configs/`).
@@ -19,6 +22,36 @@ pub fn stats_tags() -> Value {
         {"tag_name": "ai_consumer", "regex": "\\.consumer\\.((.*?)\\.)(?:status|metric)\\."},
         {"tag_name": "ai_status", "regex": "\\.status\\.((\\d+)\\.)metric\\."}
     ])
+}
+
+/// The ECDS resource (a `TypedExtensionConfig`) of a wasm plugin instance, with the module at
+/// `wasm` (a new file name per version: Envoy reloads a module when its path changes).
+pub fn ecds_resource(plugin: &str, instance: &str, wasm: &Path, configuration: &Value) -> Value {
+    let mut filter = wasm_instance(plugin, instance, configuration);
+    filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = json!(wasm);
+    json!({"resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": instance,
+        "typed_config": filter["typed_config"]
+    }]})
+}
+
+/// A filter whose config Envoy reads from the file `<run dir>/ecds/<instance>.yaml` and
+/// re-reads whenever a new file is renamed over it (extension config discovery).
+pub fn ecds_filter(instance: &str) -> Value {
+    json!({
+        "name": instance,
+        "config_discovery": {
+            "config_source": {
+                "path_config_source": {
+                    "path": format!("{DIR}/ecds/{instance}.yaml"),
+                    "watched_directory": {"path": format!("{DIR}/ecds")}
+                },
+                "resource_api_version": "V3"
+            },
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+        }
+    })
 }
 
 /// The wasm HTTP filter for a plugin crate, with its JSON configuration. Each plugin gets its
@@ -128,6 +161,9 @@ pub fn provider_cluster(
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": localities},
+        // Envoy allows 3 retries in flight per cluster by default; past that a failover is
+        // refused and the client gets the failed attempt's error.
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -138,8 +174,34 @@ pub fn provider_cluster(
     })
 }
 
-/// A route that retries on another priority when an attempt fails with one of `statuses`, a
-/// 5xx, a reset or a refused connection.
+/// Retries on the cluster's next priority (the next provider) when an attempt fails with a
+/// 5xx, a reset, a refused connection or one of `statuses`. Retries start almost at once:
+/// another provider gains nothing from Envoy's default 25 ms back-off.
+pub fn failover_retry_policy(
+    statuses: &[u16],
+    num_retries: u32,
+    per_try_timeout: Option<&str>,
+) -> Value {
+    let mut policy = json!({
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": statuses,
+        "num_retries": num_retries,
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.01s"},
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1
+            }
+        }
+    });
+    if let Some(timeout) = per_try_timeout {
+        policy["per_try_timeout"] = json!(timeout);
+    }
+    policy
+}
+
+/// A route to `cluster` that fails over across its priorities (see [`failover_retry_policy`]).
 pub fn failover_route(name: &str, prefix: &str, cluster: &str, statuses: &[u16]) -> Value {
     json!({
         "name": name,
@@ -147,18 +209,21 @@ pub fn failover_route(name: &str, prefix: &str, cluster: &str, statuses: &[u16])
         "route": {
             "cluster": cluster,
             "timeout": "300s",
-            "retry_policy": {
-                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-                "retriable_status_codes": statuses,
-                "num_retries": 3,
-                "retry_priority": {
-                    "name": "envoy.retry_priorities.previous_priorities",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                        "update_frequency": 1
-                    }
-                }
-            }
+            "retry_policy": failover_retry_policy(statuses, 3, None)
+        }
+    })
+}
+
+/// The route of a provider chain as in `envoy-configs/fallback.yaml`: the cluster comes from
+/// the header ai-fallback sets (the first provider whose circuit is closed).
+pub fn fallback_route(num_retries: u32, per_try_timeout: &str) -> Value {
+    json!({
+        "name": "llm",
+        "match": {"prefix": "/"},
+        "route": {
+            "cluster_header": "x-ai-fallback-cluster",
+            "timeout": "60s",
+            "retry_policy": failover_retry_policy(&[429], num_retries, Some(per_try_timeout))
         }
     })
 }
@@ -169,6 +234,8 @@ pub struct Gateway {
     filters: Vec<Value>,
     routes: Vec<Value>,
     clusters: Vec<Value>,
+    /// ECDS resource files by filter name.
+    ecds: Map<String, Value>,
 }
 
 impl Gateway {
@@ -184,6 +251,19 @@ impl Gateway {
     /// Adds a named instance of a wasm plugin (when the chain holds the plugin twice).
     pub fn plugin_instance(self, plugin: &str, instance: &str, configuration: Value) -> Self {
         self.filter(wasm_instance(plugin, instance, &configuration))
+    }
+
+    /// Adds a wasm plugin instance whose config comes from an ECDS file (hot-swappable with
+    /// [`crate::Envoy::swap`]).
+    pub fn plugin_ecds(mut self, plugin: &str, instance: &str, configuration: Value) -> Self {
+        let resource = ecds_resource(
+            plugin,
+            instance,
+            &paths::plugin_wasm(plugin),
+            &configuration,
+        );
+        self.ecds.insert(instance.to_string(), resource);
+        self.filter(ecds_filter(instance))
     }
 
     /// Adds any HTTP filter (e.g. Envoy's own) to the chain.
@@ -231,6 +311,8 @@ impl Gateway {
             self.routes.clone()
         };
         json!({
+            "node": {"id": "gateway", "cluster": "gateway"},
+            ECDS_KEY: self.ecds,
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "stats_config": {"stats_tags": stats_tags()},
             "stats_flush_interval": "0.5s",
@@ -243,7 +325,7 @@ impl Gateway {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "gateway",
-                            "access_log": [access_log(ACCESS_LOG_PLACEHOLDER)],
+                            "access_log": [access_log(&format!("{DIR}/access.log"))],
                             "route_config": {
                                 "name": "gateway",
                                 "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]
@@ -278,14 +360,14 @@ pub fn access_log(path: &str) -> Value {
     })
 }
 
-/// Points every `@ACCESS_LOG@` path in a config at `dir/access.log`.
-pub fn point_logs_at(config: &mut Value, dir: &Path) {
+/// Puts the run's directory in place of every `@DIR@` in a config.
+pub fn place_in(config: &mut Value, dir: &Path) {
     match config {
-        Value::String(s) if s == ACCESS_LOG_PLACEHOLDER => {
-            *s = dir.join("access.log").display().to_string();
+        Value::String(s) if s.starts_with(DIR) => {
+            *s = s.replacen(DIR, &dir.display().to_string(), 1);
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| point_logs_at(v, dir)),
-        Value::Object(map) => map.values_mut().for_each(|v| point_logs_at(v, dir)),
+        Value::Array(items) => items.iter_mut().for_each(|v| place_in(v, dir)),
+        Value::Object(map) => map.values_mut().for_each(|v| place_in(v, dir)),
         _ => {}
     }
 }

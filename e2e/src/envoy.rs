@@ -64,7 +64,18 @@ impl Envoy {
     pub fn try_start_with(config: &Value, options: &EnvoyOptions) -> Result<Envoy, String> {
         let dir = options.dir();
         let mut config = config.clone();
-        crate::config::point_logs_at(&mut config, &dir);
+        crate::config::place_in(&mut config, &dir);
+        if let Some(Value::Object(resources)) = config
+            .as_object_mut()
+            .and_then(|c| c.remove(crate::config::ECDS_KEY))
+        {
+            let ecds = dir.join("ecds");
+            std::fs::create_dir_all(&ecds).expect("ecds dir");
+            for (instance, resource) in resources {
+                std::fs::write(ecds.join(format!("{instance}.yaml")), resource.to_string())
+                    .expect("write ecds");
+            }
+        }
         let path = dir.join("envoy.json");
         std::fs::write(
             &path,
@@ -225,6 +236,18 @@ impl Envoy {
         )
     }
 
+    /// Replaces a plugin instance's ECDS resource the way a deployment would (see
+    /// [`crate::ecds::swap`]); on refusal the error carries the Envoy log tail.
+    pub fn swap(&self, instance: &str, resource: &Value) -> Result<Duration, String> {
+        crate::ecds::swap(
+            &self.admin_url(""),
+            &self.dir.join("ecds"),
+            instance,
+            resource,
+        )
+        .map_err(|why| format!("{why}\n{}", self.log_tail(20)))
+    }
+
     /// `/stats` as name → value, counters and gauges only.
     pub fn stats(&self) -> HashMap<String, u64> {
         let text = crate::client::get(&self.admin_url("/stats"))
@@ -302,10 +325,15 @@ impl Envoy {
             if value == Some(expected) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus sample {name} {labels:?} is {value:?}, expected {expected}"
-            );
+            if Instant::now() >= deadline {
+                let samples: Vec<String> = self
+                    .prometheus()
+                    .lines()
+                    .filter(|l| l.contains(name))
+                    .map(str::to_string)
+                    .collect();
+                panic!("prometheus sample {name} {labels:?} is {value:?}, expected {expected}; samples: {samples:#?}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod ecds;
 pub mod envoy;
 pub mod mock;
 pub mod paths;

@@ -14,6 +14,7 @@ fn demo_gateway_answers_the_readme_requests() {
         openai_key: None,
         anthropic_key: None,
         run_dir: paths::scratch_dir("demo"),
+        admin: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let envoy = &demo.envoy;
@@ -83,6 +84,15 @@ fn demo_gateway_answers_the_readme_requests() {
 
     let models = get_with(&envoy.url("/v1/models"), &[]);
     assert_eq!(models.json()["data"][0]["id"], "gpt-4o-mini");
+    // `make reload`: every plugin, the upstream provider edge included, swaps without a restart
+    // and the gateway answers on.
+    let swapped = demo::reload(&demo.settings, None).unwrap_or_else(|lines| panic!("{lines:#?}"));
+    assert_eq!(swapped.len(), 3, "{swapped:?}");
+    let again = post_json(&url, &question, &[]);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(demo::reload(&demo.settings, Some("ai-statistics")).is_ok());
+    assert!(demo::reload(&demo.settings, Some("no-such-plugin")).is_err());
+
     let logged = envoy.wait_access_log(3);
     assert!(
         logged.iter().take(3).all(|l| l["ai_log"]

@@ -20,6 +20,7 @@ pub mod openai;
 pub mod openai_moderation;
 pub mod scripted;
 pub mod webhook;
+pub mod websocket;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

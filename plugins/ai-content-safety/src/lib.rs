@@ -28,7 +28,7 @@ use deny::Identity;
 use hold::{HeldBody, Step, StreamHold};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use record::Record;
 use restore::{StreamRestore, Vault};
 use serde_json::Value;
@@ -114,7 +114,7 @@ impl Context for SafetyRoot {
             .get(&id)
             .and_then(Weak::upgrade);
         if let Some(exchange) = exchange {
-            if hostcalls::set_effective_context(id).is_ok() {
+            if host::set_effective_context(id) {
                 on_callout(&exchange, &self.shared, token, body_size, true);
             }
         }
@@ -150,7 +150,7 @@ impl RootContext for SafetyRoot {
                 .collect()
         };
         for (id, exchange) in due {
-            if hostcalls::set_effective_context(id).is_err() {
+            if !host::set_effective_context(id) {
                 continue;
             }
             let mut e = exchange.borrow_mut();
@@ -159,7 +159,7 @@ impl RootContext for SafetyRoot {
                 _ => continue,
             };
             if e.run_stream(shared, step, true) == Flow::Released {
-                let _ = hostcalls::resume_http_response();
+                host::resume_response();
             }
         }
     }
@@ -245,10 +245,7 @@ impl HeldBody for EnvoyBody {
     }
 
     fn read(&self, start: usize, len: usize) -> Vec<u8> {
-        hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        host::response_body_range(start, len).unwrap_or_default()
     }
 
     fn replace_prefix(&mut self, size: usize, data: &[u8]) {
@@ -474,14 +471,14 @@ fn on_callout(
     e.pending = None;
     match (target, verdict) {
         (Target::Request { .. }, Verdict::Pass) => {
-            let _ = hostcalls::resume_http_request();
+            host::resume_request();
         }
         (Target::Request { stream }, Verdict::Block(finding)) => {
             e.deny_request(shared, &finding, stream)
         }
         (Target::Whole, verdict) => {
             e.finish_whole(shared, &verdict);
-            let _ = hostcalls::resume_http_response();
+            host::resume_response();
         }
         (Target::Stream, verdict) => {
             let Response::Stream(hold) = &mut e.response else {
@@ -495,7 +492,7 @@ fn on_callout(
                 e.blocked(shared, Phase::Response, finding);
             }
             if e.run_stream(shared, step, from_root) == Flow::Released {
-                let _ = hostcalls::resume_http_response();
+                host::resume_response();
             }
         }
     }

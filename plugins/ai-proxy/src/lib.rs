@@ -110,10 +110,10 @@ impl HttpContext for ProxyStream {
             return Action::Continue;
         };
         let method = host::request_header(":method").unwrap_or_default();
-        let path = host::request_header(":path").unwrap_or_default();
-        let api = Api::of(&method, &path);
         // Only an upstream filter knows its upstream host when the request starts.
         let upstream = host::property(&["upstream", "address"]).is_some();
+        let path = client_path(upstream);
+        let api = Api::of(&method, &path);
 
         let (provider, model_override) = match select_provider(&config, upstream) {
             Ok(selected) => selected,
@@ -194,7 +194,9 @@ impl HttpContext for ProxyStream {
         match exchange.translate_request(&body) {
             Ok(new_body) => {
                 if let Err(status) = host::set_request_body(0, body_size, &new_body) {
-                    log::warn!("ai-proxy: could not replace the request body: {status:?}");
+                    log::warn!(
+                        "ai-proxy: could not replace the request body: host status {status}"
+                    );
                 }
                 Action::Continue
             }
@@ -271,7 +273,9 @@ impl HttpContext for ProxyStream {
                     exchange.redact_keys(&mut output);
                 }
                 if let Err(status) = host::set_response_body(0, body_size, &output) {
-                    log::warn!("ai-proxy: could not replace the response body: {status:?}");
+                    log::warn!(
+                        "ai-proxy: could not replace the response body: host status {status}"
+                    );
                 }
                 Action::Continue
             }
@@ -291,6 +295,29 @@ impl ProxyStream {
         );
         Action::Pause
     }
+}
+
+/// Where an upstream instance keeps the client's path once it has rewritten `:path`.
+const CLIENT_PATH_HEADER: &str = "x-ai-proxy-client-path";
+
+/// The path the client asked for. Upstream, a retry gets the header map the previous attempt
+/// rewrote, so the client's path is read from where the first rewrite saved it.
+fn client_path(upstream: bool) -> String {
+    upstream
+        .then(|| host::request_header(CLIENT_PATH_HEADER))
+        .flatten()
+        .or_else(|| host::request_header(":path"))
+        .unwrap_or_default()
+}
+
+/// Points the request at `path`, saving the client's path first in the upstream position.
+fn set_path(upstream: bool, path: &str) {
+    if upstream && host::request_header(CLIENT_PATH_HEADER).is_none() {
+        if let Some(client) = host::request_header(":path") {
+            host::set_request_header(CLIENT_PATH_HEADER, Some(&client));
+        }
+    }
+    host::set_request_header(":path", Some(path));
 }
 
 /// The provider for this request: the one the upstream endpoint names, else the active one.
@@ -363,7 +390,7 @@ impl Exchange {
             } else {
                 self.provider_model(provider, model)
             };
-            host::set_request_header(":path", Some(&provider.path(suffix, &model)));
+            set_path(self.upstream, &provider.path(suffix, &model));
         }
         // Envoy picks the route again when a downstream filter changes request headers; a new
         // `:authority` could select another virtual host. Downstream, the route sets the host
@@ -424,8 +451,10 @@ impl Exchange {
             None => {
                 // The client edge alone: pass the canonical request on, on the same route prefix.
                 if self.api == Api::Messages {
-                    let path = host::request_header(":path").unwrap_or_default();
-                    host::set_request_header(":path", Some(&translate::chat_path_for(&path)));
+                    set_path(
+                        self.upstream,
+                        &translate::chat_path_for(&client_path(self.upstream)),
+                    );
                     host::set_request_header("content-type", Some("application/json"));
                 }
                 serde_json::to_vec(&request)

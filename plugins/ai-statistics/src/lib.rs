@@ -28,7 +28,16 @@ struct StatsRoot {
     metrics: Option<Rc<RefCell<Metrics>>>,
 }
 
-impl Context for StatsRoot {}
+impl Context for StatsRoot {
+    /// The plugin is being replaced (a swap) or Envoy stops: write the counters summed since
+    /// the last tick, or they would be lost with the VM.
+    fn on_done(&mut self) -> bool {
+        if let Some(metrics) = &self.metrics {
+            metrics.borrow_mut().flush();
+        }
+        true
+    }
+}
 
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -101,7 +110,7 @@ impl HttpContext for StatsStream {
             return Action::Continue;
         };
         if config.strip_accept_encoding {
-            self.set_http_request_header("accept-encoding", None);
+            host::set_request_header("accept-encoding", None);
         }
         let consumer = self.header(&config.consumer_header).unwrap_or_default();
         self.state = Some(Metering {
@@ -224,7 +233,7 @@ impl StatsStream {
         if let Err(status) =
             host::set_filter_state(&state.config.log_key, record.log_json().as_bytes())
         {
-            log::debug!("ai-statistics: could not set filter state: {status:?}");
+            log::debug!("ai-statistics: could not set filter state: host status {status}");
         }
         if state.config.enable_metrics {
             let mut metrics = self.metrics.borrow_mut();

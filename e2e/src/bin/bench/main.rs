@@ -11,6 +11,8 @@
 
 mod content_safety;
 mod core;
+mod fallback;
+mod per_route;
 
 use e2e::bench::Plan;
 
@@ -19,7 +21,12 @@ type Section = (&'static str, fn(&Plan));
 
 fn main() {
     let plan = Plan::from_env();
-    let sections: Vec<Section> = vec![("core", core::run), ("content-safety", content_safety::run)];
+    let sections: Vec<Section> = vec![
+        ("core", core::run),
+        ("per-route", per_route::run),
+        ("fallback", fallback::run),
+        ("content-safety", content_safety::run),
+    ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
         if only

@@ -1,5 +1,8 @@
 //! The few proxy-wasm host calls every plugin needs, wrapped so that a failed call is a value,
-//! never a panic (the SDK's context methods unwrap, and one panic takes the VM down).
+//! never a panic (the SDK's context methods and many of its `hostcalls` unwrap, and one panic
+//! takes the VM down). Plugins call these, not the SDK's context methods.
+
+mod abi;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
@@ -12,7 +15,7 @@ pub fn load_rules<T>(
     plugin: &str,
     parse: impl Fn(&serde_json::Map<String, serde_json::Value>) -> Result<T, crate::rules::ConfigError>,
 ) -> Option<crate::rules::RuleSet<T>> {
-    let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+    let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -60,7 +63,7 @@ pub fn request_rule<T>(rules: &crate::rules::RuleSet<T>) -> (Option<std::rc::Rc<
 
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
+    abi::property(path).ok().flatten()
 }
 
 pub fn property_string(path: &[&str]) -> Option<String> {
@@ -75,36 +78,72 @@ pub fn property_u64(path: &[&str]) -> Option<u64> {
 }
 
 /// Sets filter state `wasm.<name>` (readable in access logs as `%FILTER_STATE(wasm.<name>:PLAIN)%`).
-pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), Status> {
-    hostcalls::set_property(vec![name], Some(value))
+pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), u32> {
+    match abi::set_property(&[name], value) {
+        abi::OK => Ok(()),
+        status => Err(status),
+    }
 }
 
-/// A request header (`None` when absent or unreadable).
+/// A request header (`None` when absent, unreadable in this phase, or not UTF-8).
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    header(MapType::HttpRequestHeaders, name)
+}
+
+pub fn response_header(name: &str) -> Option<String> {
+    header(MapType::HttpResponseHeaders, name)
+}
+
+/// A header of the response to the callout whose `on_http_call_response` is running.
+pub fn callout_header(name: &str) -> Option<String> {
+    header(MapType::HttpCallResponseHeaders, name)
+}
+
+fn header(map: MapType, name: &str) -> Option<String> {
+    let bytes = abi::header(map, name).ok().flatten()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Sets (or with `None` removes) a request header; never adds a second value.
 pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    abi::set_header(MapType::HttpRequestHeaders, name, value.map(str::as_bytes));
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    abi::set_header(MapType::HttpResponseHeaders, name, value.map(str::as_bytes));
+}
+
+/// All request headers in one host call; values that are not UTF-8 are decoded lossily.
+pub fn request_headers() -> Vec<(String, String)> {
+    abi::headers(MapType::HttpRequestHeaders).unwrap_or_default()
 }
 
 /// All response headers in one host call (cheaper than one call per header).
 pub fn response_headers() -> Vec<(String, String)> {
-    hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default()
+    abi::headers(MapType::HttpResponseHeaders).unwrap_or_default()
 }
 
 /// Answers the request from the plugin (status, headers, body).
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
-    if let Err(err) = hostcalls::send_http_response(status as u32, headers.to_vec(), Some(body)) {
-        log::warn!("could not send a local response: {err:?}");
+    let status = abi::send_local_response(status as u32, headers, body);
+    if status != abi::OK {
+        log::warn!("could not send a local response: host status {status}");
     }
+}
+
+/// Resumes a request paused in a callback (after a callout answered).
+pub fn resume_request() {
+    abi::continue_stream(0);
+}
+
+pub fn resume_response() {
+    abi::continue_stream(1);
+}
+
+/// Acts on the stream `context_id` from its root context (a timer, a callout the root sent):
+/// the host calls that follow apply to that stream. `false` when the stream is gone.
+pub fn set_effective_context(context_id: u32) -> bool {
+    abi::set_effective_context(context_id) == abi::OK
 }
 
 /// Sends a callout. `Err` means Envoy refused it at once (unknown cluster, no healthy host)
@@ -122,11 +161,8 @@ pub fn dispatch(callout: &crate::callout::Callout) -> Result<u32, String> {
 
 /// The response of the callout whose `on_http_call_response` is running.
 pub fn callout_response(body_size: usize) -> crate::callout::Outcome {
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok());
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+    let status = callout_header(":status").and_then(|s| s.parse().ok());
+    let body = abi::buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -172,22 +208,36 @@ pub fn now_ms() -> u64 {
 
 /// Replaces `size` bytes at `start` of the response body. Envoy 1.40 accepts only `start == 0`
 /// (replace a prefix) and `start >= len` (append); anything else is an error, not a panic.
-pub fn set_response_body(start: usize, size: usize, data: &[u8]) -> Result<(), Status> {
-    hostcalls::set_buffer(BufferType::HttpResponseBody, start, size, data)
+pub fn set_response_body(start: usize, size: usize, data: &[u8]) -> Result<(), u32> {
+    set_body(BufferType::HttpResponseBody, start, size, data)
 }
 
-pub fn set_request_body(start: usize, size: usize, data: &[u8]) -> Result<(), Status> {
-    hostcalls::set_buffer(BufferType::HttpRequestBody, start, size, data)
+pub fn set_request_body(start: usize, size: usize, data: &[u8]) -> Result<(), u32> {
+    set_body(BufferType::HttpRequestBody, start, size, data)
+}
+
+fn set_body(buffer: BufferType, start: usize, size: usize, data: &[u8]) -> Result<(), u32> {
+    match abi::set_buffer(buffer, start, size, data) {
+        abi::OK => Ok(()),
+        status => Err(status),
+    }
 }
 
 pub fn response_body(size: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+    abi::buffer(BufferType::HttpResponseBody, 0, size)
+        .ok()
+        .flatten()
+}
+
+/// `len` bytes of the response body from `start` (in a body callback, or while it is paused).
+pub fn response_body_range(start: usize, len: usize) -> Option<Vec<u8>> {
+    abi::buffer(BufferType::HttpResponseBody, start, len)
         .ok()
         .flatten()
 }
 
 pub fn request_body(size: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+    abi::buffer(BufferType::HttpRequestBody, 0, size)
         .ok()
         .flatten()
 }
