@@ -8,7 +8,7 @@ use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
-use aigw_shared::sign::{acs3, uri_encode, SignableRequest, UtcTime};
+use aigw_shared::sign::{acs3, uri_encode, UtcTime};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -125,36 +125,22 @@ impl Service for Aliyun {
             .map(|(i, text)| {
                 let parameters = json!({"content": text}).to_string();
                 let body = form(&[("Service", service), ("ServiceParameters", &parameters)]);
-                let content_type = "application/x-www-form-urlencoded";
-                let request = SignableRequest {
-                    method: "POST",
-                    path: &endpoint.path,
-                    query: Vec::new(),
-                    headers: vec![
-                        ("host".into(), endpoint.host.clone()),
-                        ("content-type".into(), content_type.into()),
-                    ],
-                    body: body.as_bytes(),
-                };
                 let nonce = format!("{:x}-{:x}-{i}", ctx.now_ms, ctx.sequence);
-                let signed = acs3(
-                    &request,
-                    &self.access_key_id,
-                    &self.access_key_secret,
-                    ACTION,
-                    VERSION,
-                    &nonce,
-                    now,
-                );
-                let mut callout = Callout::post_json(
-                    &endpoint.cluster,
-                    &endpoint.host,
-                    &endpoint.path,
+                endpoint.signed_post(
                     body.into_bytes(),
-                    endpoint.timeout,
-                );
-                callout.headers = vec![("content-type".into(), content_type.into())];
-                signed.iter().fold(callout, |c, (k, v)| c.header(k, v))
+                    "application/x-www-form-urlencoded",
+                    |request| {
+                        acs3(
+                            request,
+                            &self.access_key_id,
+                            &self.access_key_secret,
+                            ACTION,
+                            VERSION,
+                            &nonce,
+                            now,
+                        )
+                    },
+                )
             })
             .collect()
     }

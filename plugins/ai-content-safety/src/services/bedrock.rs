@@ -8,7 +8,7 @@ use super::{answer_json, parse_own, CallContext, Defaults, Endpoint, Service};
 use crate::verdict::{Finding, Phase, Verdict};
 use aigw_shared::callout::Callout;
 use aigw_shared::rules::ConfigError;
-use aigw_shared::sign::{sigv4, AwsCredentials, SignableRequest, UtcTime};
+use aigw_shared::sign::{sigv4, AwsCredentials, UtcTime};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -103,31 +103,10 @@ impl Service for Bedrock {
             .collect();
         let body =
             serde_json::to_vec(&json!({"source": source, "content": content})).unwrap_or_default();
-        let request = SignableRequest {
-            method: "POST",
-            path: &endpoint.path,
-            query: Vec::new(),
-            headers: vec![
-                ("host".into(), endpoint.host.clone()),
-                ("content-type".into(), "application/json".into()),
-            ],
-            body: &body,
-        };
-        let signed = sigv4(
-            &request,
-            &self.credentials(),
-            &self.region,
-            "bedrock",
-            UtcTime::from_unix(ctx.now_ms / 1000),
-        );
-        let callout = Callout::post_json(
-            &endpoint.cluster,
-            &endpoint.host,
-            &endpoint.path,
-            body.clone(),
-            endpoint.timeout,
-        );
-        vec![signed.iter().fold(callout, |c, (k, v)| c.header(k, v))]
+        let now = UtcTime::from_unix(ctx.now_ms / 1000);
+        vec![endpoint.signed_post(body, "application/json", |request| {
+            sigv4(request, &self.credentials(), &self.region, "bedrock", now)
+        })]
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Result<Verdict, String> {

@@ -12,6 +12,7 @@ pub mod webhook;
 use crate::verdict::{Phase, Verdict};
 use aigw_shared::callout::{Callout, FailurePolicy};
 use aigw_shared::rules::{parse_object, ConfigError};
+use aigw_shared::sign::SignableRequest;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -63,6 +64,32 @@ impl Endpoint {
             serde_json::to_vec(body).unwrap_or_default(),
             self.timeout,
         )
+    }
+}
+
+impl Endpoint {
+    /// A `POST` of `body` with the headers `sign` computes over it (the request it signs has
+    /// the `host` and `content-type` headers that go out).
+    pub fn signed_post(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        sign: impl FnOnce(&SignableRequest) -> Vec<(String, String)>,
+    ) -> Callout {
+        let signed = sign(&SignableRequest {
+            method: "POST",
+            path: &self.path,
+            query: Vec::new(),
+            headers: vec![
+                ("host".into(), self.host.clone()),
+                ("content-type".into(), content_type.into()),
+            ],
+            body: &body,
+        });
+        let mut callout =
+            Callout::post_json(&self.cluster, &self.host, &self.path, body, self.timeout);
+        callout.headers = vec![("content-type".into(), content_type.into())];
+        signed.iter().fold(callout, |c, (k, v)| c.header(k, v))
     }
 }
 
