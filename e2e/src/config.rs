@@ -354,7 +354,8 @@ pub fn access_log(path: &str) -> Value {
                 "status": "%RESPONSE_CODE%",
                 "duration_ms": "%DURATION%",
                 "upstream_host": "%UPSTREAM_HOST%",
-                "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%"
+                "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%",
+                "ai_cache": "%FILTER_STATE(wasm.ai_cache:PLAIN)%"
             }}
         }
     })

@@ -272,7 +272,7 @@ impl Context for SafetyStream {
 
 impl HttpContext for SafetyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(config), route) = host::request_rule(&self.rules) else {
+        let Some((config, route, _cluster)) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         if !config.reads_request() && !config.checks_response() {

@@ -42,23 +42,25 @@ pub fn load_rules<T>(
     }
 }
 
-/// The configuration that applies to the current request (the first matching rule, else the
-/// global one) and the request's route name. Reads `xds.route_name`, `xds.cluster_name`, and
-/// `:authority` only when a rule matches on domains.
-pub fn request_rule<T>(rules: &crate::rules::RuleSet<T>) -> (Option<std::rc::Rc<T>>, String) {
+/// The `_rules_` config for the current request, with its route and upstream cluster names
+/// (`xds.route_name`, `xds.cluster_name`, read once; `:authority` only when a rule matches on
+/// domains). `None` when no rule and no global config apply.
+pub fn request_rule<T>(
+    rules: &crate::rules::RuleSet<T>,
+) -> Option<(std::rc::Rc<T>, String, String)> {
     let route = property_string(&["xds", "route_name"]).unwrap_or_default();
     let cluster = property_string(&["xds", "cluster_name"]).unwrap_or_default();
-    let authority = if rules.uses_host() {
+    let host = if rules.uses_host() {
         request_header(":authority").unwrap_or_default()
     } else {
         String::new()
     };
     let config = rules.get(&crate::rules::RequestKeys {
         route: &route,
-        host: &authority,
+        host: &host,
         service: &cluster,
-    });
-    (config, route)
+    })?;
+    Some((config, route, cluster))
 }
 
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.
@@ -121,6 +123,31 @@ pub fn request_headers() -> Vec<(String, String)> {
 /// All response headers in one host call (cheaper than one call per header).
 pub fn response_headers() -> Vec<(String, String)> {
     abi::headers(MapType::HttpResponseHeaders).unwrap_or_default()
+}
+
+/// Response headers read in one host call, looked up by name.
+pub struct ResponseHeaders(Vec<(String, String)>);
+
+impl ResponseHeaders {
+    /// All response headers (one host call: cheaper than one per header).
+    pub fn read() -> Self {
+        ResponseHeaders(response_headers())
+    }
+
+    /// The first value of a (lower-case) header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `:status`, or 0 when unreadable.
+    pub fn status(&self) -> u16 {
+        self.get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// Answers the request from the plugin (status, headers, body).

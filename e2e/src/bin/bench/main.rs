@@ -9,6 +9,7 @@
 //!
 //! `BENCH_SECTIONS=core,…` runs only the named sections.
 
+mod cache;
 mod content_safety;
 mod core;
 mod fallback;
@@ -25,6 +26,7 @@ fn main() {
         ("core", core::run),
         ("per-route", per_route::run),
         ("fallback", fallback::run),
+        ("cache", cache::run),
         ("content-safety", content_safety::run),
     ];
     let only = std::env::var("BENCH_SECTIONS").ok();
