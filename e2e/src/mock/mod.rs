@@ -7,11 +7,19 @@
 //! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments) and [`anthropic`]
 //! (Messages). All of them take the per-request knobs of [`knobs`].
 
+pub mod aliyun_green;
 pub mod anthropic;
 pub mod azure;
+pub mod azure_content_safety;
+pub mod bedrock_guardrail;
 pub mod embeddings;
+pub mod guard_model;
 pub mod knobs;
+pub mod moderation;
 pub mod openai;
+pub mod openai_moderation;
+pub mod scripted;
+pub mod webhook;
 pub mod websocket;
 
 use bytes::Bytes;

@@ -167,6 +167,12 @@ pub fn resume_response() {
     abi::continue_stream(1);
 }
 
+/// Acts on the stream `context_id` from its root context (a timer, a callout the root sent):
+/// the host calls that follow apply to that stream. `false` when the stream is gone.
+pub fn set_effective_context(context_id: u32) -> bool {
+    abi::set_effective_context(context_id) == abi::OK
+}
+
 /// Sends a callout. `Err` means Envoy refused it at once (unknown cluster, no healthy host)
 /// and no `on_http_call_response` will come: treat it like an unreachable service.
 pub fn dispatch(callout: &crate::callout::Callout) -> Result<u32, String> {
@@ -246,6 +252,13 @@ fn set_body(buffer: BufferType, start: usize, size: usize, data: &[u8]) -> Resul
 
 pub fn response_body(size: usize) -> Option<Vec<u8>> {
     abi::buffer(BufferType::HttpResponseBody, 0, size)
+        .ok()
+        .flatten()
+}
+
+/// `len` bytes of the response body from `start` (in a body callback, or while it is paused).
+pub fn response_body_range(start: usize, len: usize) -> Option<Vec<u8>> {
+    abi::buffer(BufferType::HttpResponseBody, start, len)
         .ok()
         .flatten()
 }

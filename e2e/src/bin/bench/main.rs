@@ -10,6 +10,7 @@
 //! `BENCH_SECTIONS=core,…` runs only the named sections.
 
 mod cache;
+mod content_safety;
 mod core;
 mod fallback;
 mod per_route;
@@ -26,6 +27,7 @@ fn main() {
         ("per-route", per_route::run),
         ("fallback", fallback::run),
         ("cache", cache::run),
+        ("content-safety", content_safety::run),
     ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
