@@ -93,3 +93,40 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
 pub fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Runs wrk against each `(name, url)` in interleaved rounds and prints a table of the median
+/// rounds, with throughput as a ratio of the target named `baseline`.
+pub fn print_load_table(plan: &Plan, targets: &[(&str, String)], baseline: &str, connections: u32) {
+    let mut rounds: Vec<Vec<Load>> = vec![Vec::new(); targets.len()];
+    for _ in 0..plan.rounds {
+        for (i, (_, url)) in targets.iter().enumerate() {
+            rounds[i].push(wrk(url, connections, plan.seconds));
+        }
+    }
+    let medians: Vec<Load> = rounds.iter().map(|r| median_by_rps(r)).collect();
+    let base_rps = targets
+        .iter()
+        .zip(&medians)
+        .find(|((name, _), _)| *name == baseline)
+        .map_or(f64::NAN, |(_, load)| load.rps);
+    println!(
+        "non-streaming chat completions, {connections} connections, {} s per run",
+        plan.seconds
+    );
+    println!(
+        "  {:<40} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "configuration", "req/s", "p50 ms", "p99 ms", "vs bare", "errors"
+    );
+    for ((name, _), load) in targets.iter().zip(&medians) {
+        println!(
+            "  {:<40} {:>10.0} {:>9.2} {:>9.2} {:>8.2}x {:>8}",
+            name,
+            load.rps,
+            load.p50_ms,
+            load.p99_ms,
+            load.rps / base_rps,
+            load.failures
+        );
+    }
+    println!();
+}

@@ -13,14 +13,16 @@ pub const DIR: &str = "@DIR@";
 pub const ECDS_KEY: &str = "@ecds";
 
 /// Stats tags for the `route.<r>.upstream.<c>.model.<m>.consumer.<u>[.status.<s>].metric.<name>`
-/// names of ai-statistics (the same list ships in `envoy-configs/`).
+/// names of ai-statistics and the `token_ratelimit_rule.<rule>.metric.<name>` names of
+/// ai-token-ratelimit (the same lists ship in `envoy-configs/`).
 pub fn stats_tags() -> Value {
     json!([
         {"tag_name": "ai_route", "regex": "^wasmcustom\\.route\\.((.*?)\\.)upstream\\."},
         {"tag_name": "ai_cluster", "regex": "\\.upstream\\.((.*?)\\.)model\\."},
         {"tag_name": "ai_model", "regex": "\\.model\\.((.*?)\\.)consumer\\."},
         {"tag_name": "ai_consumer", "regex": "\\.consumer\\.((.*?)\\.)(?:status|metric)\\."},
-        {"tag_name": "ai_status", "regex": "\\.status\\.((\\d+)\\.)metric\\."}
+        {"tag_name": "ai_status", "regex": "\\.status\\.((\\d+)\\.)metric\\."},
+        {"tag_name": "ai_ratelimit_rule", "regex": "^wasmcustom\\.token_ratelimit_rule\\.((.*?)\\.)metric\\."}
     ])
 }
 
@@ -340,7 +342,7 @@ impl Gateway {
     }
 }
 
-/// The JSON access log line the configs ship: request facts plus the `ai_log` record.
+/// The JSON access log line the configs ship: request facts plus the plugins' log records.
 pub fn access_log(path: &str) -> Value {
     json!({
         "name": "envoy.access_loggers.file",
@@ -355,7 +357,8 @@ pub fn access_log(path: &str) -> Value {
                 "duration_ms": "%DURATION%",
                 "upstream_host": "%UPSTREAM_HOST%",
                 "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%",
-                "ai_cache": "%FILTER_STATE(wasm.ai_cache:PLAIN)%"
+                "ai_cache": "%FILTER_STATE(wasm.ai_cache:PLAIN)%",
+                "ai_token_ratelimit": "%FILTER_STATE(wasm.ai_token_ratelimit:PLAIN)%"
             }}
         }
     })

@@ -72,6 +72,23 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Checks a filter-state name from a config (`log_key`, read in access logs as
+/// `%FILTER_STATE(wasm.<name>:PLAIN)%`): letters, digits, `_` and `.` only.
+pub fn check_log_key(name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "log_key",
+            "must be letters, digits, '_' or '.'",
+        ))
+    }
+}
+
 /// Deserialises one config object; errors carry the JSON path of the offending key.
 pub fn parse_object<T: serde::de::DeserializeOwned>(
     map: &Map<String, Value>,

@@ -1,7 +1,7 @@
 //! Configuration of ai-statistics (one object, global or per `_rules_` entry).
 
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
-use aigw_shared::rules::{parse_object, ConfigError};
+use aigw_shared::rules::{check_log_key, parse_object, ConfigError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -41,17 +41,7 @@ impl Config {
         if config.consumer_header.trim().is_empty() {
             return Err(ConfigError::new("consumer_header", "must not be empty"));
         }
-        if config.log_key.is_empty()
-            || !config
-                .log_key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        {
-            return Err(ConfigError::new(
-                "log_key",
-                "must be letters, digits, '_' or '.'",
-            ));
-        }
+        check_log_key(&config.log_key)?;
         Ok(Config {
             consumer_header: config.consumer_header.to_ascii_lowercase(),
             ..config

@@ -14,6 +14,7 @@ mod content_safety;
 mod core;
 mod fallback;
 mod per_route;
+mod ratelimit;
 
 use e2e::bench::Plan;
 
@@ -28,6 +29,7 @@ fn main() {
         ("fallback", fallback::run),
         ("cache", cache::run),
         ("content-safety", content_safety::run),
+        ("ratelimit", ratelimit::run),
     ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
