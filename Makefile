@@ -89,9 +89,12 @@ e2e: test-e2e
 
 ## Bench ---------------------------------------------------------------------------------------
 
-bench: build envoy
+bench: build envoy services
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
 	  apt-get install -y --no-install-recommends wrk >/dev/null 2>&1 || sudo apt-get install -y --no-install-recommends wrk; }
+	@$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || { echo "installing matplotlib into .venv (charts)"; \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib; }
+	@[ "$(BENCH_PEERS)" = 0 ] || ./e2e/bench/install-peers.sh
 	$(CARGO) run --quiet --profile host-release -p e2e --bin bench
 
 ## Housekeeping --------------------------------------------------------------------------------

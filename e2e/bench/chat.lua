@@ -1,6 +1,13 @@
 -- wrk script: POST a chat completion and print the figures as one JSON line.
 wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What is the capital of France?"}]}'
+-- Every request asks a new question, so a cache in the chain takes its miss path (lookup and
+-- store) rather than answering from memory.
+local template = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What is the capital of France? (%d)"}]}'
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, string.format(template, counter))
+end
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 -- Extra headers a gateway needs (Portkey's provider headers), "name: value" separated by "|".

@@ -36,10 +36,18 @@ pub struct Load {
     pub failures: u64,
 }
 
-/// Runs wrk with `e2e/bench/chat.lua` (a chat completion) against `url`.
+/// Runs wrk with `e2e/bench/chat.lua` (a chat completion, a new question each time) against
+/// `url`.
 pub fn wrk(url: &str, connections: u32, seconds: u32) -> Load {
+    wrk_with(url, connections, seconds, &[])
+}
+
+/// [`wrk`] with extra request headers.
+pub fn wrk_with(url: &str, connections: u32, seconds: u32, headers: &[(String, String)]) -> Load {
     let script = crate::paths::repo_root().join("e2e/bench/chat.lua");
+    let extra: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let output = Command::new("wrk")
+        .env("BENCH_HEADERS", extra.join("|"))
         .args([
             "-t",
             "1",

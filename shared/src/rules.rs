@@ -290,6 +290,18 @@ impl<T> RuleSet<T> {
             && self.host_prefixes.first_rule.is_empty())
     }
 
+    /// Whether any rule matches on the route name (callers skip reading it otherwise).
+    pub fn uses_route(&self) -> bool {
+        !(self.routes.is_empty()
+            && self.route_prefixes.first_rule.is_empty()
+            && self.route_and_service.is_empty())
+    }
+
+    /// Whether any rule matches on the upstream cluster (service).
+    pub fn uses_service(&self) -> bool {
+        !(self.services.is_empty() && self.route_and_service.is_empty())
+    }
+
     pub fn global(&self) -> Option<&Rc<T>> {
         self.global.as_ref()
     }

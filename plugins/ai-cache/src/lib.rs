@@ -328,7 +328,7 @@ impl Context for CacheStream {
 
 impl HttpContext for CacheStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some((config, route, cluster)) = host::request_rule(&self.rules) else {
+        let Some(config) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let method = host::request_header(":method").unwrap_or_default();
@@ -343,8 +343,8 @@ impl HttpContext for CacheStream {
             return Action::Continue;
         }
         self.labels = Labels {
-            route,
-            cluster,
+            route: host::route_name(),
+            cluster: host::cluster_name(),
             consumer: host::request_header(&config.consumer_header).unwrap_or_default(),
             series: String::new(),
         };

@@ -272,7 +272,7 @@ impl Context for SafetyStream {
 
 impl HttpContext for SafetyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some((config, route, _cluster)) = host::request_rule(&self.rules) else {
+        let Some(config) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         if !config.reads_request() && !config.checks_response() {
@@ -289,7 +289,7 @@ impl HttpContext for SafetyStream {
         self.exchange = Some(Rc::new(RefCell::new(Exchange {
             id: self.id,
             config,
-            route,
+            route: host::route_name(),
             read_request,
             vault: None,
             record: Record::default(),

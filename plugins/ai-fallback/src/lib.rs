@@ -193,7 +193,7 @@ impl Context for FallbackStream {
 
 impl HttpContext for FallbackStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some((config, _, _)) = host::request_rule(&self.rules) else {
+        let Some(config) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let request_id = host::request_header("x-request-id").unwrap_or_default();

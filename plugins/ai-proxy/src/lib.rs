@@ -95,7 +95,7 @@ impl Context for ProxyStream {}
 
 impl HttpContext for ProxyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some((config, _, _)) = host::request_rule(&self.rules) else {
+        let Some(config) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let method = host::request_header(":method").unwrap_or_default();

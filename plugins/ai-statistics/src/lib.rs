@@ -93,7 +93,7 @@ impl Context for StatsStream {}
 
 impl HttpContext for StatsStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some((config, route, cluster)) = host::request_rule(&self.rules) else {
+        let Some(config) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         if config.strip_accept_encoding {
@@ -104,8 +104,8 @@ impl HttpContext for StatsStream {
             started_ms: host::now_ms(),
             request_body: (!end_of_stream).then(|| BodyBuffer::new(config.max_body_bytes)),
             record: Record {
-                route,
-                cluster,
+                route: host::route_name(),
+                cluster: host::cluster_name(),
                 consumer,
                 ..Record::default()
             },

@@ -305,7 +305,7 @@ impl Context for LimitStream {
 
 impl HttpContext for LimitStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some((config, _, _)) = host::request_rule(&self.rules) else {
+        let Some(config) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let headers = host::request_headers();

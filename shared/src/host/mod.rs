@@ -42,25 +42,31 @@ pub fn load_rules<T>(
     }
 }
 
-/// The `_rules_` config for the current request, with its route and upstream cluster names
-/// (`xds.route_name`, `xds.cluster_name`, read once; `:authority` only when a rule matches on
-/// domains). `None` when no rule and no global config apply.
-pub fn request_rule<T>(
-    rules: &crate::rules::RuleSet<T>,
-) -> Option<(std::rc::Rc<T>, String, String)> {
-    let route = property_string(&["xds", "route_name"]).unwrap_or_default();
-    let cluster = property_string(&["xds", "cluster_name"]).unwrap_or_default();
-    let host = if rules.uses_host() {
+/// The `_rules_` config for the current request, `None` when no rule and no global config
+/// apply. Reads only what the rules match on: a property read costs about as much as a plugin's
+/// own work on a small request, and most configs have no rules at all.
+pub fn request_rule<T>(rules: &crate::rules::RuleSet<T>) -> Option<std::rc::Rc<T>> {
+    let read = |uses: bool, read: fn() -> String| if uses { read() } else { String::new() };
+    let route = read(rules.uses_route(), route_name);
+    let cluster = read(rules.uses_service(), cluster_name);
+    let host = read(rules.uses_host(), || {
         request_header(":authority").unwrap_or_default()
-    } else {
-        String::new()
-    };
-    let config = rules.get(&crate::rules::RequestKeys {
+    });
+    rules.get(&crate::rules::RequestKeys {
         route: &route,
         host: &host,
         service: &cluster,
-    })?;
-    Some((config, route, cluster))
+    })
+}
+
+/// The name of the request's route (`xds.route_name`), empty when unknown.
+pub fn route_name() -> String {
+    property_string(&["xds", "route_name"]).unwrap_or_default()
+}
+
+/// The name of the upstream cluster the route chose (`xds.cluster_name`), empty when unknown.
+pub fn cluster_name() -> String {
+    property_string(&["xds", "cluster_name"]).unwrap_or_default()
 }
 
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.

@@ -7,14 +7,15 @@
 //! on a 2-core machine shared with the load generator and the mock, that makes Envoy's CPU cost
 //! per request decide the figures rather than how the cores happen to be shared.
 //!
-//! `BENCH_SECTIONS=core,…` runs only the named sections.
+//! `BENCH_SECTIONS=suite,…` runs only the named sections.
 
 mod cache;
 mod content_safety;
-mod core;
 mod fallback;
+mod peers;
 mod per_route;
 mod ratelimit;
+mod suite;
 
 use e2e::bench::Plan;
 
@@ -24,7 +25,7 @@ type Section = (&'static str, fn(&Plan));
 fn main() {
     let plan = Plan::from_env();
     let sections: Vec<Section> = vec![
-        ("core", core::run),
+        ("suite", suite::run),
         ("per-route", per_route::run),
         ("fallback", fallback::run),
         ("cache", cache::run),

@@ -1,0 +1,119 @@
+//! The peer gateways users would pick instead, started on the same mock: the LiteLLM proxy and
+//! the Portkey gateway (installed into `.bench/` by `e2e/bench/install-peers.sh`). Each runs as
+//! one process with its default workers, on loopback, and ends with the bench.
+
+use e2e::process::ChildGuard;
+use e2e::{client, paths};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Peer {
+    pub name: &'static str,
+    pub base: String,
+    /// Headers every request needs (Portkey's provider and custom host).
+    pub headers: Vec<(String, String)>,
+    _process: ChildGuard,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_ready(name: &str, url: &str, process: &mut ChildGuard, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if client::get(url).is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        let log_tail = || std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(status) = process.try_wait() {
+            panic!("{name} exited ({status}):\n{}", log_tail());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not ready after 180 s:\n{}",
+            log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The LiteLLM proxy with one model routed to the mock. Its master key is the mock's key, so
+/// the same client requests work against every configuration.
+pub fn litellm(mock: SocketAddr, key: &str) -> Peer {
+    let dir = paths::scratch_dir("litellm");
+    let config = dir.join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: gpt-4o-mini\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: http://{mock}/v1\n      api_key: {key}\ngeneral_settings:\n  master_key: {key}\n"
+        ),
+    )
+    .expect("litellm config");
+    let port = free_port();
+    let log = dir.join("litellm.log");
+    let mut command = Command::new(paths::repo_root().join(".bench/litellm/bin/litellm"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        // Otherwise it downloads its model price map at start.
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr.log")).expect("log"),
+        ));
+    let mut process = ChildGuard::spawn("litellm", command).expect("start litellm");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(
+        "LiteLLM",
+        &format!("{base}/health/liveliness"),
+        &mut process,
+        &log,
+    );
+    Peer {
+        name: "LiteLLM proxy",
+        base,
+        headers: Vec::new(),
+        _process: process,
+    }
+}
+
+/// The Portkey gateway; requests name the provider and the mock as its custom host.
+pub fn portkey(mock: SocketAddr) -> Peer {
+    let dir = paths::scratch_dir("portkey");
+    let port = free_port();
+    let log = dir.join("portkey.log");
+    let package = paths::repo_root().join(".bench/portkey/node_modules/@portkey-ai/gateway");
+    let mut command = Command::new("node");
+    command
+        .arg("--import")
+        .arg(paths::repo_root().join("e2e/bench/loopback.mjs"))
+        .arg(package.join("build/start-server.js"))
+        .arg(format!("--port={port}"))
+        .arg("--headless")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr.log")).expect("log"),
+        ));
+    let mut process = ChildGuard::spawn("portkey", command).expect("start portkey");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready("Portkey", &format!("{base}/"), &mut process, &log);
+    Peer {
+        name: "Portkey gateway",
+        base,
+        headers: vec![
+            ("x-portkey-provider".into(), "openai".into()),
+            ("x-portkey-custom-host".into(), format!("http://{mock}/v1")),
+        ],
+        _process: process,
+    }
+}
