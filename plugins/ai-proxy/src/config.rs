@@ -53,6 +53,18 @@ pub struct Provider {
     pub models: Vec<String>,
     /// Seconds a refused key is set aside.
     pub key_cooldown_seconds: u64,
+    pub gemini: GeminiSettings,
+}
+
+/// Gemini and Vertex (Gemini models) request settings.
+#[derive(Debug, Clone, Default)]
+pub struct GeminiSettings {
+    /// Path version of the Gemini API (`v1beta`).
+    pub api_version: String,
+    /// `safetySettings` sent with every request: (category, threshold).
+    pub safety: Vec<(String, String)>,
+    /// `thinkingConfig.thinkingBudget` when the client sets no reasoning effort.
+    pub thinking_budget: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +100,10 @@ struct RawProvider {
     #[serde(default)]
     models: Vec<String>,
     api_token_cooldown: Option<u64>,
+    api_version: Option<String>,
+    #[serde(default)]
+    gemini_safety_setting: Map<String, Value>,
+    gemini_thinking_budget: Option<i64>,
     // Higress keys whose job Envoy does here (route timeouts, retries, health checks): accepted
     // so that Higress configs load, and otherwise unused.
     #[serde(rename = "timeout")]
@@ -264,6 +280,13 @@ impl Provider {
                 format!("provider type {} has no default address: set providerDomain or openaiCustomUrl", kind.name),
             ));
         }
+        let gemini = GeminiSettings {
+            api_version: raw.api_version.unwrap_or_else(|| "v1beta".into()),
+            safety: string_map(&raw.gemini_safety_setting).map_err(|e| {
+                ConfigError::new(format!("geminiSafetySetting.{e}"), "must be a string")
+            })?,
+            thinking_budget: raw.gemini_thinking_budget,
+        };
         Ok(Provider {
             id: raw.id.unwrap_or_else(|| kind.name.to_string()),
             kind,
@@ -279,6 +302,7 @@ impl Provider {
             default_max_tokens: raw.default_max_tokens.unwrap_or(4096),
             models: raw.models,
             key_cooldown_seconds: raw.api_token_cooldown.unwrap_or(60),
+            gemini,
         })
     }
 
@@ -305,6 +329,10 @@ impl Provider {
 
     /// The header and value carrying key `key`.
     pub fn auth_header(&self, key: &str) -> Option<(String, String)> {
+        if self.keys.is_empty() {
+            // Providers whose requests are signed, or carry a fetched token, instead.
+            return None;
+        }
         if let Some(name) = &self.auth_header {
             let value = if name == "authorization" {
                 format!("Bearer {key}")
@@ -319,6 +347,16 @@ impl Provider {
             Auth::None => None,
         }
     }
+}
+
+/// The entries of a JSON object of strings; `Err` names the first key whose value is not one.
+fn string_map(map: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            _ => Err(k.clone()),
+        })
+        .collect()
 }
 
 /// `scheme://host[:port]/path?query` → (host[:port], path, query).

@@ -136,12 +136,7 @@ impl HttpContext for ProxyStream {
                 .as_ref()
                 .is_some_and(|p| p.kind.wire == WireFormat::Claude);
         let provider = provider.map(|p| {
-            let adapter = translate::provider_adapter(
-                p.kind,
-                &p.claude_version,
-                p.default_max_tokens,
-                host::now_ms() / 1000,
-            );
+            let adapter = translate::provider_adapter(&p, host::now_ms() / 1000);
             (p, adapter)
         });
         let mut exchange = Exchange {
@@ -384,7 +379,13 @@ impl Exchange {
             Api::Models => "/models",
             Api::Other => "",
         };
-        if !suffix.is_empty() {
+        let native_path = match self.api {
+            Api::Chat | Api::Messages => adapter.chat_path(),
+            _ => None,
+        };
+        if let Some(path) = native_path {
+            set_path(self.upstream, &path);
+        } else if !suffix.is_empty() {
             let model = if model.is_empty() {
                 String::new()
             } else {
@@ -398,7 +399,11 @@ impl Exchange {
         if self.upstream {
             host::set_request_header(":authority", Some(&provider.authority));
         }
-        for name in CLIENT_CREDENTIALS.iter().chain(&["accept-encoding"]) {
+        for name in CLIENT_CREDENTIALS
+            .iter()
+            .chain(translate::PROVIDER_HEADERS)
+            .chain(&["accept-encoding"])
+        {
             host::set_request_header(name, None);
         }
         if !provider.keys.is_empty() {
@@ -451,7 +456,10 @@ impl Exchange {
             None => {
                 // The client edge alone: pass the canonical request on, on the same route prefix.
                 if self.api == Api::Messages {
-                    set_path(self.upstream, &translate::chat_path_for(&client_path(self.upstream)));
+                    set_path(
+                        self.upstream,
+                        &translate::chat_path_for(&client_path(self.upstream)),
+                    );
                     host::set_request_header("content-type", Some("application/json"));
                 }
                 serde_json::to_vec(&request)

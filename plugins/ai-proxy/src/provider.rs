@@ -12,6 +12,8 @@ pub enum WireFormat {
     Azure,
     /// Anthropic Messages.
     Claude,
+    /// Google Gemini API (`generateContent`), model and stream mode in the path.
+    Gemini,
 }
 
 /// How a provider takes its key.
@@ -71,6 +73,22 @@ const fn openai_like(
         stream_usage_option: true,
         max_tokens: MaxTokensField::MaxTokens,
         usage_in_choice: false,
+    }
+}
+
+/// A provider with its own wire format (no OpenAI-style embeddings or stream options).
+const fn native(
+    wire: WireFormat,
+    name: &'static str,
+    host: &'static str,
+    auth: Auth,
+) -> ProviderType {
+    ProviderType {
+        wire,
+        auth,
+        embeddings: false,
+        stream_usage_option: false,
+        ..openai_like(name, host, "")
     }
 }
 
@@ -167,6 +185,20 @@ pub const PROVIDER_TYPES: &[ProviderType] = &[
     },
     no_usage_option(openai_like("ai360", "api.360.cn", "/v1")),
     openai_like("generic", "", "/v1"),
+    no_usage_option(no_embeddings(openai_like(
+        "cerebras",
+        "api.cerebras.ai",
+        "/v1",
+    ))),
+    openai_like("nvidia", "integrate.api.nvidia.com", "/v1"),
+    no_embeddings(openai_like("sambanova", "api.sambanova.ai", "/v1")),
+    openai_like("deepinfra", "api.deepinfra.com", "/v1/openai"),
+    native(
+        WireFormat::Gemini,
+        "gemini",
+        "generativelanguage.googleapis.com",
+        Auth::Header("x-goog-api-key"),
+    ),
 ];
 
 pub fn provider_type(name: &str) -> Option<&'static ProviderType> {

@@ -14,14 +14,17 @@
 
 pub mod anthropic;
 pub mod anthropic_client;
+pub mod canonical;
 pub mod claude;
 pub mod errors;
+pub mod gemini;
 pub mod openai_client;
 pub mod openai_compat;
 #[cfg(test)]
 mod recorded;
 
-use crate::provider::{ProviderType, WireFormat};
+use crate::config::Provider;
+use crate::provider::WireFormat;
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::openai::ChatRequest;
 
@@ -131,11 +134,27 @@ pub trait ClientAdapter: ResponseStage {
 pub trait ProviderAdapter: ResponseStage {
     /// The provider's request body for a canonical chat request, `model` already mapped.
     fn chat_request(&mut self, request: ChatRequest, model: &str) -> Result<Vec<u8>, ApiError>;
-    /// Headers the wire format needs besides authentication (e.g. `anthropic-version`).
+    /// The chat path, for wire formats that put the model or the stream mode in it (known
+    /// after [`Self::chat_request`]); `None` for the provider's fixed chat path.
+    fn chat_path(&self) -> Option<String> {
+        None
+    }
+    /// Headers the wire format needs besides the API key (e.g. `anthropic-version`), known
+    /// after [`Self::chat_request`]. Every name must be in [`PROVIDER_HEADERS`].
     fn extra_headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
 }
+
+/// Every header a provider adapter may set. Each attempt removes them all before setting its
+/// own, so an attempt at another provider (upstream retries share one header map) inherits
+/// none of them.
+pub const PROVIDER_HEADERS: &[&str] = &[
+    "anthropic-version",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-security-token",
+];
 
 /// The client edge for a request to `api`.
 pub fn client_adapter(api: Api) -> Box<dyn ClientAdapter> {
@@ -145,20 +164,18 @@ pub fn client_adapter(api: Api) -> Box<dyn ClientAdapter> {
     }
 }
 
-/// The provider edge for a provider type. `created` stamps synthesised chunks (seconds).
-pub fn provider_adapter(
-    kind: &'static ProviderType,
-    claude_version: &str,
-    default_max_tokens: u64,
-    created: u64,
-) -> Box<dyn ProviderAdapter> {
-    match kind.wire {
-        WireFormat::OpenAi | WireFormat::Azure => Box::new(openai_compat::OpenAiCompat::new(kind)),
+/// The provider edge for a provider. `now` (seconds) stamps synthesised chunks and signatures.
+pub fn provider_adapter(provider: &Provider, now: u64) -> Box<dyn ProviderAdapter> {
+    match provider.kind.wire {
+        WireFormat::OpenAi | WireFormat::Azure => {
+            Box::new(openai_compat::OpenAiCompat::new(provider.kind))
+        }
         WireFormat::Claude => Box::new(claude::Claude::new(
-            claude_version,
-            default_max_tokens,
-            created,
+            &provider.claude_version,
+            provider.default_max_tokens,
+            now,
         )),
+        WireFormat::Gemini => Box::new(gemini::Gemini::new(provider, now)),
     }
 }
 

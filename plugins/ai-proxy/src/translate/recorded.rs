@@ -5,6 +5,7 @@
 
 use super::anthropic_client::AnthropicClient;
 use super::claude::Claude;
+use super::gemini::Gemini;
 use super::openai_compat::OpenAiCompat;
 use super::testing::same_at_every_split;
 use super::{ClientAdapter, ProviderAdapter, ResponseStage};
@@ -84,7 +85,7 @@ fn json_events(body: &[u8]) -> Vec<Value> {
 }
 
 /// What a stream says, whatever its format.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 struct Said {
     text: String,
     reasoning: String,
@@ -457,5 +458,189 @@ fn recorded_openai_requests_become_valid_anthropic_requests() {
         );
         assert_eq!(roles.first(), Some(&"user"), "{name}");
         assert!(out["max_tokens"].as_u64().unwrap() > 0, "{name}");
+    }
+}
+
+/// A canonical chat request for the recorded answers: streaming with usage, or not.
+fn canonical_request(stream: bool) -> ChatRequest {
+    serde_json::from_value(serde_json::json!({"messages": [], "stream": stream,
+        "stream_options": {"include_usage": stream}}))
+    .unwrap()
+}
+
+fn gemini_adapter(stream: bool) -> Gemini {
+    let mut gemini = Gemini::at("/v1beta/models".into(), Default::default(), 1);
+    gemini
+        .chat_request(canonical_request(stream), "gemini")
+        .unwrap();
+    gemini
+}
+
+/// Tool calls compared by name and arguments (the ids are the gateway's).
+fn without_ids(mut said: Said) -> Said {
+    said.tools.iter_mut().for_each(|t| t.0.clear());
+    said
+}
+
+/// What a Gemini answer (stream events or one response) says; usage from the last report.
+fn gemini_said(responses: &[Value]) -> Said {
+    let mut said = Said::default();
+    for response in responses {
+        let candidate = &response["candidates"][0];
+        for part in candidate["content"]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(call) = part.get("functionCall") {
+                said.tools.push((
+                    String::new(),
+                    call["name"].as_str().unwrap().into(),
+                    call["args"].to_string(),
+                ));
+            } else if part["thought"] == true {
+                said.reasoning.push_str(part["text"].as_str().unwrap());
+            } else if let Some(text) = part["text"].as_str() {
+                said.text.push_str(text);
+            }
+        }
+        if let Some(reason) = candidate["finishReason"].as_str() {
+            said.stop = reason.into();
+        }
+        if let Some(meta) = response.get("usageMetadata") {
+            let count = |k: &str| meta[k].as_u64().unwrap_or(0);
+            said.output_tokens = Some(count("candidatesTokenCount") + count("thoughtsTokenCount"));
+        }
+    }
+    said
+}
+
+fn gemini_finish(reason: &str, tools: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" => "content_filter",
+        _ if tools => "tool_calls",
+        _ => "stop",
+    }
+}
+
+#[test]
+fn gemini_streams_become_the_same_openai_chunks_at_every_split() {
+    for (name, body) in files("gemini", ".response.sse") {
+        let out = same_at_every_split(|| gemini_adapter(true), 200, "text/event-stream", &body);
+        let expected = normalise(gemini_said(&json_events(&body)));
+        let got = normalise(openai_said(&out));
+        assert_eq!(got.text, expected.text, "{name}");
+        assert_eq!(got.reasoning, expected.reasoning, "{name}");
+        assert_eq!(without_ids(got.clone()).tools, expected.tools, "{name}");
+        assert!(got.tools.iter().all(|t| t.0.starts_with("call_")), "{name}");
+        assert_eq!(
+            got.stop,
+            gemini_finish(&expected.stop, !expected.tools.is_empty()),
+            "{name}"
+        );
+        assert_eq!(
+            got.output_tokens, expected.output_tokens,
+            "{name}: usage chunk"
+        );
+        assert_eq!(
+            sse(&out).last().map(|(_, d)| d.as_str()),
+            Some("[DONE]"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn gemini_responses_and_errors_become_completions() {
+    for (name, body) in files("gemini", ".response.json") {
+        let response: Value = serde_json::from_slice(&body).unwrap();
+        if response.is_array() {
+            continue; // streamed without `alt=sse`, which the gateway never asks for
+        }
+        let status = response["error"]["code"].as_u64().unwrap_or(200) as u16;
+        let mut gemini = gemini_adapter(false);
+        gemini.plan(status, "application/json");
+        let mut out = Vec::new();
+        gemini.translate(&body, true, &mut out);
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        if status != 200 {
+            assert_eq!(
+                got["error"]["message"], response["error"]["message"],
+                "{name}"
+            );
+            continue;
+        }
+        let expected = gemini_said(std::slice::from_ref(&response));
+        let reply = &got["choices"][0]["message"];
+        assert_eq!(
+            reply["content"].as_str().unwrap_or(""),
+            expected.text,
+            "{name}"
+        );
+        let calls: Vec<(String, String, String)> = reply["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    String::new(),
+                    c["function"]["name"].as_str().unwrap().into(),
+                    c["function"]["arguments"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            normalise(Said {
+                tools: calls,
+                ..Default::default()
+            })
+            .tools,
+            normalise(expected.clone()).tools,
+            "{name}"
+        );
+        assert_eq!(
+            got["choices"][0]["finish_reason"],
+            gemini_finish(&expected.stop, !expected.tools.is_empty()),
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["completion_tokens"].as_u64(),
+            expected.output_tokens,
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["prompt_tokens"], response["usageMetadata"]["promptTokenCount"],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn recorded_openai_requests_become_valid_gemini_requests() {
+    for (name, body) in files("openai-chat", ".request.json") {
+        let request: ChatRequest =
+            super::parse_request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let remote_image = String::from_utf8_lossy(&body).contains("\"url\": \"http");
+        let out = match gemini_adapter(false).chat_request(request, "gemini") {
+            Err(e) if remote_image => {
+                // Gemini reads images inline only; the gateway cannot fetch them.
+                assert_eq!(e.status, 400, "{name}");
+                continue;
+            }
+            out => out.unwrap_or_else(|e| panic!("{name}: {e}")),
+        };
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        let contents = out["contents"].as_array().unwrap();
+        assert!(
+            contents.windows(2).all(|w| w[0]["role"] != w[1]["role"]),
+            "{name}: turns alternate"
+        );
+        assert!(
+            contents
+                .iter()
+                .all(|c| ["user", "model"].contains(&c["role"].as_str().unwrap())),
+            "{name}"
+        );
     }
 }
