@@ -11,6 +11,7 @@ pub mod meter;
 pub mod metrics;
 pub mod openai;
 pub mod rules;
+pub mod sign;
 pub mod sse;
 pub mod usage;
 pub mod webdis;

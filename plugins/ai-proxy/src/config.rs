@@ -14,6 +14,7 @@ use crate::mapping::ModelMapping;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::rules::{parse_object, ConfigError};
+use aigw_shared::sign::AwsCredentials;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::rc::Rc;
@@ -54,6 +55,16 @@ pub struct Provider {
     /// Seconds a refused key is set aside.
     pub key_cooldown_seconds: u64,
     pub gemini: GeminiSettings,
+    /// Bedrock: the region, and the credentials that sign requests (without API keys).
+    pub aws: Option<AwsSettings>,
+    /// Bedrock: `additionalModelRequestFields` merged into every request.
+    pub bedrock_fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub region: String,
+    pub credentials: Option<AwsCredentials>,
 }
 
 /// Gemini and Vertex (Gemini models) request settings.
@@ -104,6 +115,12 @@ struct RawProvider {
     #[serde(default)]
     gemini_safety_setting: Map<String, Value>,
     gemini_thinking_budget: Option<i64>,
+    aws_access_key: Option<String>,
+    aws_secret_key: Option<String>,
+    aws_session_token: Option<String>,
+    aws_region: Option<String>,
+    #[serde(default)]
+    bedrock_additional_fields: Map<String, Value>,
     // Higress keys whose job Envoy does here (route timeouts, retries, health checks): accepted
     // so that Higress configs load, and otherwise unused.
     #[serde(rename = "timeout")]
@@ -219,7 +236,13 @@ impl Provider {
                 "keys must be non-empty single-line strings",
             ));
         }
-        if raw.api_tokens.is_empty() && kind.auth != Auth::None && raw.auth_header_key.is_none() {
+        let aws = aws_settings(&raw, kind)?;
+        let signs = aws.as_ref().is_some_and(|a| a.credentials.is_some());
+        if raw.api_tokens.is_empty()
+            && kind.auth != Auth::None
+            && raw.auth_header_key.is_none()
+            && !signs
+        {
             return Err(ConfigError::new(
                 "apiTokens",
                 format!("provider type {} needs at least one key", kind.name),
@@ -271,6 +294,9 @@ impl Provider {
                 "is required for type cloudflare",
             ));
         }
+        if let Some(aws) = &aws {
+            authority = format!("bedrock-runtime.{}.amazonaws.com", aws.region);
+        }
         if let Some(domain) = raw.provider_domain {
             authority = domain;
         }
@@ -303,6 +329,8 @@ impl Provider {
             models: raw.models,
             key_cooldown_seconds: raw.api_token_cooldown.unwrap_or(60),
             gemini,
+            aws,
+            bedrock_fields: raw.bedrock_additional_fields,
         })
     }
 
@@ -347,6 +375,45 @@ impl Provider {
             Auth::None => None,
         }
     }
+}
+
+/// Bedrock's region and signing credentials (`awsAccessKey` and `awsSecretKey` together).
+fn aws_settings(
+    raw: &RawProvider,
+    kind: &ProviderType,
+) -> Result<Option<AwsSettings>, ConfigError> {
+    if kind.wire != WireFormat::Bedrock {
+        return Ok(None);
+    }
+    let region = raw
+        .aws_region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ConfigError::new("awsRegion", "is required for type bedrock"))?;
+    let credentials = match (&raw.aws_access_key, &raw.aws_secret_key) {
+        (Some(id), Some(secret)) => Some(AwsCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: raw.aws_session_token.clone(),
+        }),
+        (None, None) => None,
+        (None, _) => {
+            return Err(ConfigError::new(
+                "awsAccessKey",
+                "is required with awsSecretKey",
+            ))
+        }
+        (_, None) => {
+            return Err(ConfigError::new(
+                "awsSecretKey",
+                "is required with awsAccessKey",
+            ))
+        }
+    };
+    Ok(Some(AwsSettings {
+        region,
+        credentials,
+    }))
 }
 
 /// The entries of a JSON object of strings; `Err` names the first key whose value is not one.

@@ -14,6 +14,8 @@ pub enum WireFormat {
     Claude,
     /// Google Gemini API (`generateContent`), model and stream mode in the path.
     Gemini,
+    /// AWS Bedrock Converse / ConverseStream, SigV4-signed, event-stream framing.
+    Bedrock,
 }
 
 /// How a provider takes its key.
@@ -199,6 +201,8 @@ pub const PROVIDER_TYPES: &[ProviderType] = &[
         "generativelanguage.googleapis.com",
         Auth::Header("x-goog-api-key"),
     ),
+    // The host comes from `awsRegion`; `apiTokens` are Bedrock API keys, else requests are signed.
+    native(WireFormat::Bedrock, "bedrock", "", Auth::Bearer),
 ];
 
 pub fn provider_type(name: &str) -> Option<&'static ProviderType> {

@@ -14,9 +14,11 @@
 
 pub mod anthropic;
 pub mod anthropic_client;
+pub mod bedrock;
 pub mod canonical;
 pub mod claude;
 pub mod errors;
+pub mod eventstream;
 pub mod gemini;
 pub mod openai_client;
 pub mod openai_compat;
@@ -140,7 +142,8 @@ pub trait ProviderAdapter: ResponseStage {
         None
     }
     /// Headers the wire format needs besides the API key (e.g. `anthropic-version`), known
-    /// after [`Self::chat_request`]. Every name must be in [`PROVIDER_HEADERS`].
+    /// after [`Self::chat_request`]. Every name must be in [`PROVIDER_HEADERS`] or be
+    /// `authorization`.
     fn extra_headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
@@ -176,6 +179,7 @@ pub fn provider_adapter(provider: &Provider, now: u64) -> Box<dyn ProviderAdapte
             now,
         )),
         WireFormat::Gemini => Box::new(gemini::Gemini::new(provider, now)),
+        WireFormat::Bedrock => Box::new(bedrock::Bedrock::new(provider, now)),
     }
 }
 

@@ -4,6 +4,7 @@
 //! tool calls, finish reason and usage. When the folder is absent the tests say so and pass.
 
 use super::anthropic_client::AnthropicClient;
+use super::bedrock::Bedrock;
 use super::claude::Claude;
 use super::gemini::Gemini;
 use super::openai_compat::OpenAiCompat;
@@ -641,6 +642,223 @@ fn recorded_openai_requests_become_valid_gemini_requests() {
                 .iter()
                 .all(|c| ["user", "model"].contains(&c["role"].as_str().unwrap())),
             "{name}"
+        );
+    }
+}
+
+fn bedrock_adapter(stream: bool) -> Bedrock {
+    let provider = crate::config::Config::from_map(
+        serde_json::json!({"provider": {"type": "bedrock", "awsRegion": "us-east-1", "apiTokens": ["k"]}})
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut bedrock = Bedrock::new(provider.active.as_ref().unwrap(), 1);
+    bedrock
+        .chat_request(canonical_request(stream), "m")
+        .unwrap();
+    bedrock
+}
+
+/// What a Converse answer says, from its decoded events (`{"<type>": payload}`) in order.
+fn bedrock_said(events: &[(String, Value)]) -> Said {
+    let mut said = Said::default();
+    let mut tool_at: BTreeMap<u64, usize> = BTreeMap::new();
+    for (kind, payload) in events {
+        match kind.as_str() {
+            "contentBlockStart" => {
+                if let Some(tool) = payload.pointer("/start/toolUse") {
+                    tool_at.insert(
+                        payload["contentBlockIndex"].as_u64().unwrap(),
+                        said.tools.len(),
+                    );
+                    said.tools.push((
+                        tool["toolUseId"].as_str().unwrap().into(),
+                        tool["name"].as_str().unwrap().into(),
+                        String::new(),
+                    ));
+                }
+            }
+            "contentBlockDelta" => {
+                let delta = &payload["delta"];
+                if let Some(text) = delta["text"].as_str() {
+                    said.text.push_str(text);
+                } else if let Some(text) = delta
+                    .pointer("/reasoningContent/text")
+                    .and_then(Value::as_str)
+                {
+                    said.reasoning.push_str(text);
+                } else if let Some(input) = delta.pointer("/toolUse/input").and_then(Value::as_str)
+                {
+                    let i = tool_at[&payload["contentBlockIndex"].as_u64().unwrap()];
+                    said.tools[i].2.push_str(input);
+                }
+            }
+            "messageStop" => said.stop = payload["stopReason"].as_str().unwrap().into(),
+            "metadata" => said.output_tokens = payload["usage"]["outputTokens"].as_u64(),
+            _ => {}
+        }
+    }
+    said
+}
+
+fn bedrock_finish(reason: &str) -> &'static str {
+    match reason {
+        "tool_use" => "tool_calls",
+        "max_tokens" => "length",
+        _ => "stop",
+    }
+}
+
+/// The recorded binary streams translate to the same chunks cut at every byte, and say what
+/// their frames (decoded independently, `.events.json`) say.
+#[test]
+fn bedrock_event_streams_become_the_same_openai_chunks_at_every_byte() {
+    for (name, body) in files("bedrock-converse", ".response.bin") {
+        let whole = super::testing::run(
+            || bedrock_adapter(true),
+            200,
+            "application/vnd.amazon.eventstream",
+            &body,
+            &[],
+        );
+        for cut in 0..=body.len() {
+            let split = super::testing::run(
+                || bedrock_adapter(true),
+                200,
+                "application/vnd.amazon.eventstream",
+                &body,
+                &[cut],
+            );
+            assert!(split == whole, "{name}: split at {cut}");
+        }
+        let decoded = files("bedrock-converse", &name.replace(".bin", ".events.json"));
+        let events: Vec<Value> = serde_json::from_slice(&decoded[0].1).unwrap();
+        let events: Vec<(String, Value)> = events
+            .into_iter()
+            .map(|e| {
+                (
+                    e["headers"][":event-type"].as_str().unwrap().to_string(),
+                    e["payload"].clone(),
+                )
+            })
+            .collect();
+        let expected = normalise(bedrock_said(&events));
+        let got = normalise(openai_said(&whole));
+        assert_eq!(got.text, expected.text, "{name}");
+        assert_eq!(got.reasoning, expected.reasoning, "{name}");
+        assert_eq!(got.tools, expected.tools, "{name}");
+        assert_eq!(got.stop, bedrock_finish(&expected.stop), "{name}");
+        assert_eq!(
+            got.output_tokens, expected.output_tokens,
+            "{name}: usage chunk"
+        );
+        assert_eq!(
+            sse(&whole).last().map(|(_, d)| d.as_str()),
+            Some("[DONE]"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn bedrock_responses_and_errors_become_completions() {
+    for (name, body) in files("bedrock-converse", ".response.json") {
+        let response: Value = serde_json::from_slice(&body).unwrap();
+        let status = if name.starts_with("error-400") {
+            400
+        } else {
+            200
+        };
+        let mut bedrock = bedrock_adapter(false);
+        bedrock.plan(status, "application/json");
+        let mut out = Vec::new();
+        bedrock.translate(&body, true, &mut out);
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        if status != 200 {
+            assert_eq!(got["error"]["message"], response["message"], "{name}");
+            continue;
+        }
+        let blocks = response["output"]["message"]["content"].as_array().unwrap();
+        let events: Vec<(String, Value)> = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| match b.get("toolUse") {
+                Some(t) => vec![
+                    ("contentBlockStart".to_string(), serde_json::json!({"contentBlockIndex": i, "start": {"toolUse": t}})),
+                    ("contentBlockDelta".to_string(), serde_json::json!({"contentBlockIndex": i, "delta": {"toolUse": {"input": t["input"].to_string()}}})),
+                ],
+                None => vec![("contentBlockDelta".to_string(), serde_json::json!({"delta": b.get("reasoningContent").map_or(b.clone(), |r| serde_json::json!({"reasoningContent": r["reasoningText"]}))}))],
+            })
+            .collect();
+        let expected = normalise(bedrock_said(&events));
+        let reply = &got["choices"][0]["message"];
+        assert_eq!(
+            reply["content"].as_str().unwrap_or(""),
+            expected.text,
+            "{name}"
+        );
+        assert_eq!(
+            reply["reasoning_content"].as_str().unwrap_or(""),
+            expected.reasoning,
+            "{name}"
+        );
+        let calls = reply["tool_calls"].as_array().map_or(0, Vec::len);
+        assert_eq!(calls, expected.tools.len(), "{name}");
+        assert_eq!(
+            got["choices"][0]["finish_reason"],
+            bedrock_finish(response["stopReason"].as_str().unwrap()),
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["completion_tokens"], response["usage"]["outputTokens"],
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["prompt_tokens"], response["usage"]["inputTokens"],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn recorded_openai_requests_become_valid_converse_requests() {
+    for (name, body) in files("openai-chat", ".request.json") {
+        if name.starts_with("error-") {
+            continue; // requests the provider refused as recorded
+        }
+        let request: ChatRequest =
+            super::parse_request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let remote_image = String::from_utf8_lossy(&body).contains("\"url\": \"http");
+        let out = match bedrock_adapter(false).chat_request(request, "m") {
+            Err(e) if remote_image => {
+                assert_eq!(e.status, 400, "{name}");
+                continue;
+            }
+            out => out.unwrap_or_else(|e| panic!("{name}: {e}")),
+        };
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        let roles: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert!(
+            roles.windows(2).all(|w| w[0] != w[1]),
+            "{name}: turns alternate: {roles:?}"
+        );
+        assert_eq!(roles.first(), Some(&"user"), "{name}");
+        assert!(
+            out["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|m| m["content"].as_array().unwrap())
+                .all(|b| b
+                    .get("text")
+                    .is_none_or(|t| !t.as_str().unwrap().is_empty())),
+            "{name}: no blank text blocks"
         );
     }
 }
