@@ -16,6 +16,10 @@ pub enum WireFormat {
     Gemini,
     /// AWS Bedrock Converse / ConverseStream, SigV4-signed, event-stream framing.
     Bedrock,
+    /// Cohere Chat v2.
+    Cohere,
+    /// Ollama's native `/api/chat` (NDJSON streams).
+    Ollama,
 }
 
 /// How a provider takes its key.
@@ -203,6 +207,19 @@ pub const PROVIDER_TYPES: &[ProviderType] = &[
     ),
     // The host comes from `awsRegion`; `apiTokens` are Bedrock API keys, else requests are signed.
     native(WireFormat::Bedrock, "bedrock", "", Auth::Bearer),
+    ProviderType {
+        chat_path: Some("/v2/chat"),
+        ..native(WireFormat::Cohere, "cohere", "api.cohere.com", Auth::Bearer)
+    },
+    ProviderType {
+        chat_path: Some("/api/chat"),
+        ..native(
+            WireFormat::Ollama,
+            "ollama-native",
+            "localhost:11434",
+            Auth::None,
+        )
+    },
 ];
 
 pub fn provider_type(name: &str) -> Option<&'static ProviderType> {

@@ -17,9 +17,11 @@ pub mod anthropic_client;
 pub mod bedrock;
 pub mod canonical;
 pub mod claude;
+pub mod cohere;
 pub mod errors;
 pub mod eventstream;
 pub mod gemini;
+pub mod ollama;
 pub mod openai_client;
 pub mod openai_compat;
 #[cfg(test)]
@@ -180,6 +182,8 @@ pub fn provider_adapter(provider: &Provider, now: u64) -> Box<dyn ProviderAdapte
         )),
         WireFormat::Gemini => Box::new(gemini::Gemini::new(provider, now)),
         WireFormat::Bedrock => Box::new(bedrock::Bedrock::new(provider, now)),
+        WireFormat::Cohere => Box::new(cohere::Cohere::new(now)),
+        WireFormat::Ollama => Box::new(ollama::Ollama::new(now)),
     }
 }
 

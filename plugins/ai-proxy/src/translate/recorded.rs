@@ -6,7 +6,9 @@
 use super::anthropic_client::AnthropicClient;
 use super::bedrock::Bedrock;
 use super::claude::Claude;
+use super::cohere::Cohere;
 use super::gemini::Gemini;
+use super::ollama::Ollama;
 use super::openai_compat::OpenAiCompat;
 use super::testing::same_at_every_split;
 use super::{ClientAdapter, ProviderAdapter, ResponseStage};
@@ -859,6 +861,233 @@ fn recorded_openai_requests_become_valid_converse_requests() {
                     .get("text")
                     .is_none_or(|t| !t.as_str().unwrap().is_empty())),
             "{name}: no blank text blocks"
+        );
+    }
+}
+
+fn cohere_adapter(stream: bool) -> Cohere {
+    let mut cohere = Cohere::new(1);
+    cohere
+        .chat_request(canonical_request(stream), "command")
+        .unwrap();
+    cohere
+}
+
+/// What a Cohere v2 stream says, from its events.
+fn cohere_said(events: &[Value]) -> Said {
+    let mut said = Said::default();
+    for event in events {
+        let message = &event["delta"]["message"];
+        match event["type"].as_str().unwrap_or("") {
+            "content-delta" => said
+                .text
+                .push_str(message["content"]["text"].as_str().unwrap_or("")),
+            "tool-plan-delta" => said
+                .reasoning
+                .push_str(message["tool_plan"].as_str().unwrap()),
+            "tool-call-start" => {
+                let call = &message["tool_calls"];
+                said.tools.push((
+                    call["id"].as_str().unwrap().into(),
+                    call["function"]["name"].as_str().unwrap().into(),
+                    call["function"]["arguments"].as_str().unwrap_or("").into(),
+                ));
+            }
+            "tool-call-delta" => {
+                let i = event["index"].as_u64().unwrap() as usize;
+                said.tools[i].2.push_str(
+                    message["tool_calls"]["function"]["arguments"]
+                        .as_str()
+                        .unwrap(),
+                );
+            }
+            "message-end" => {
+                said.stop = event["delta"]["finish_reason"].as_str().unwrap().into();
+                said.output_tokens = event["delta"]["usage"]["tokens"]["output_tokens"].as_u64();
+            }
+            _ => {}
+        }
+    }
+    said
+}
+
+fn cohere_finish(reason: &str) -> &'static str {
+    match reason {
+        "TOOL_CALL" => "tool_calls",
+        "MAX_TOKENS" => "length",
+        _ => "stop",
+    }
+}
+
+#[test]
+fn cohere_streams_become_the_same_openai_chunks_at_every_split() {
+    let mut streams = files("cohere", ".response.sse");
+    // The `.chunks.jsonl` recorder kept only the payloads: frame them as Cohere does.
+    for (name, lines) in files("cohere", ".chunks.jsonl") {
+        let framed: String = String::from_utf8(lines)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let kind = serde_json::from_str::<Value>(l).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                format!("event: {kind}\ndata: {l}\n\n")
+            })
+            .collect::<String>()
+            + "data: [DONE]\n\n";
+        streams.push((name, framed.into_bytes()));
+    }
+    for (name, body) in streams {
+        let out = same_at_every_split(|| cohere_adapter(true), 200, "text/event-stream", &body);
+        let expected = normalise(cohere_said(&json_events(&body)));
+        let got = normalise(openai_said(&out));
+        assert_eq!(got.text, expected.text, "{name}");
+        assert_eq!(got.reasoning, expected.reasoning, "{name}");
+        assert_eq!(got.tools, expected.tools, "{name}");
+        assert_eq!(got.stop, cohere_finish(&expected.stop), "{name}");
+        assert_eq!(
+            got.output_tokens, expected.output_tokens,
+            "{name}: usage chunk"
+        );
+        assert_eq!(
+            sse(&out).iter().filter(|(_, d)| d == "[DONE]").count(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn cohere_responses_and_errors_become_completions() {
+    for (name, body) in files("cohere", ".response.json") {
+        let response: Value = serde_json::from_slice(&body).unwrap();
+        let status = if name.starts_with("error-404") {
+            404
+        } else {
+            200
+        };
+        let mut cohere = cohere_adapter(false);
+        cohere.plan(status, "application/json");
+        let mut out = Vec::new();
+        cohere.translate(&body, true, &mut out);
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        if status != 200 {
+            assert_eq!(got["error"]["message"], response["message"], "{name}");
+            continue;
+        }
+        let message = &response["message"];
+        let text: String = message["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["text"].as_str())
+            .collect();
+        let reply = &got["choices"][0]["message"];
+        assert_eq!(reply["content"].as_str().unwrap_or(""), text, "{name}");
+        assert_eq!(
+            reply["tool_calls"].as_array().map_or(0, Vec::len),
+            message["tool_calls"].as_array().map_or(0, Vec::len),
+            "{name}"
+        );
+        assert_eq!(
+            got["choices"][0]["finish_reason"],
+            cohere_finish(response["finish_reason"].as_str().unwrap()),
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["completion_tokens"], response["usage"]["tokens"]["output_tokens"],
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+            Some(response["usage"]["cached_tokens"].as_u64().unwrap_or(0)),
+            "{name}"
+        );
+    }
+}
+
+fn ollama_adapter(stream: bool) -> Ollama {
+    let mut ollama = Ollama::new(1);
+    ollama
+        .chat_request(canonical_request(stream), "llama")
+        .unwrap();
+    ollama
+}
+
+#[test]
+fn ollama_ndjson_streams_and_responses_become_canonical() {
+    for (name, body) in files("ollama", "native-chat-streaming.response.ndjson") {
+        let out = same_at_every_split(|| ollama_adapter(true), 200, "application/x-ndjson", &body);
+        let lines: Vec<Value> = String::from_utf8_lossy(&body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let text: String = lines
+            .iter()
+            .filter_map(|l| l["message"]["content"].as_str())
+            .collect();
+        let last = lines.last().unwrap();
+        let got = openai_said(&out);
+        assert_eq!(got.text, text, "{name}");
+        assert_eq!(got.stop, "stop", "{name}");
+        assert_eq!(
+            got.output_tokens,
+            last["eval_count"].as_u64(),
+            "{name}: usage chunk"
+        );
+        assert_eq!(
+            sse(&out).last().map(|(_, d)| d.as_str()),
+            Some("[DONE]"),
+            "{name}"
+        );
+    }
+    for (name, body) in files("ollama", ".response.json")
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("native-"))
+    {
+        let response: Value = serde_json::from_slice(&body).unwrap();
+        let mut ollama = ollama_adapter(false);
+        ollama.plan(200, "application/json; charset=utf-8");
+        let mut out = Vec::new();
+        ollama.translate(&body, true, &mut out);
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        let reply = &got["choices"][0]["message"];
+        let calls = response["message"]["tool_calls"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(
+            reply["tool_calls"].as_array().map_or(0, Vec::len),
+            calls,
+            "{name}"
+        );
+        if calls > 0 {
+            let call = &response["message"]["tool_calls"][0]["function"];
+            assert_eq!(
+                reply["tool_calls"][0]["function"]["name"], call["name"],
+                "{name}"
+            );
+            assert_eq!(
+                serde_json::from_str::<Value>(
+                    reply["tool_calls"][0]["function"]["arguments"]
+                        .as_str()
+                        .unwrap()
+                )
+                .unwrap(),
+                call["arguments"],
+                "{name}"
+            );
+            assert_eq!(got["choices"][0]["finish_reason"], "tool_calls", "{name}");
+        } else {
+            assert_eq!(reply["content"], response["message"]["content"], "{name}");
+        }
+        assert_eq!(
+            got["usage"]["prompt_tokens"], response["prompt_eval_count"],
+            "{name}"
+        );
+        assert_eq!(
+            got["usage"]["completion_tokens"], response["eval_count"],
+            "{name}"
         );
     }
 }
