@@ -12,6 +12,7 @@
 use crate::keys::KeyRing;
 use crate::mapping::ModelMapping;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
+use crate::vertex_auth::ServiceAccount;
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::rules::{parse_object, ConfigError};
 use aigw_shared::sign::AwsCredentials;
@@ -59,6 +60,20 @@ pub struct Provider {
     pub aws: Option<AwsSettings>,
     /// Bedrock: `additionalModelRequestFields` merged into every request.
     pub bedrock_fields: Map<String, Value>,
+    /// Vertex AI: where to call, and how to get an access token.
+    pub vertex: Option<VertexSettings>,
+}
+
+#[derive(Debug)]
+pub struct VertexSettings {
+    pub region: String,
+    pub project_id: String,
+    /// The service account whose tokens authorise requests; `None` in express mode (API keys).
+    pub service_account: Option<Rc<ServiceAccount>>,
+    /// The Envoy cluster of Google's token endpoint.
+    pub auth_cluster: String,
+    /// A token is replaced this long before it expires.
+    pub refresh_ahead_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +136,11 @@ struct RawProvider {
     aws_region: Option<String>,
     #[serde(default)]
     bedrock_additional_fields: Map<String, Value>,
+    vertex_region: Option<String>,
+    vertex_project_id: Option<String>,
+    vertex_auth_key: Option<String>,
+    vertex_auth_service_name: Option<String>,
+    vertex_token_refresh_ahead: Option<u64>,
     // Higress keys whose job Envoy does here (route timeouts, retries, health checks): accepted
     // so that Higress configs load, and otherwise unused.
     #[serde(rename = "timeout")]
@@ -237,7 +257,9 @@ impl Provider {
             ));
         }
         let aws = aws_settings(&raw, kind)?;
-        let signs = aws.as_ref().is_some_and(|a| a.credentials.is_some());
+        let vertex = vertex_settings(&raw, kind)?;
+        let signs = aws.as_ref().is_some_and(|a| a.credentials.is_some())
+            || vertex.as_ref().is_some_and(|v| v.service_account.is_some());
         if raw.api_tokens.is_empty()
             && kind.auth != Auth::None
             && raw.auth_header_key.is_none()
@@ -297,6 +319,12 @@ impl Provider {
         if let Some(aws) = &aws {
             authority = format!("bedrock-runtime.{}.amazonaws.com", aws.region);
         }
+        if let Some(vertex) = &vertex {
+            authority = match vertex.region.as_str() {
+                "global" => "aiplatform.googleapis.com".to_string(),
+                region => format!("{region}-aiplatform.googleapis.com"),
+            };
+        }
         if let Some(domain) = raw.provider_domain {
             authority = domain;
         }
@@ -331,6 +359,7 @@ impl Provider {
             gemini,
             aws,
             bedrock_fields: raw.bedrock_additional_fields,
+            vertex,
         })
     }
 
@@ -413,6 +442,61 @@ fn aws_settings(
     Ok(Some(AwsSettings {
         region,
         credentials,
+    }))
+}
+
+/// Vertex AI's region, project and service account (`vertexAuthKey`, the key file's JSON);
+/// without a key, `apiTokens` are express-mode API keys.
+fn vertex_settings(
+    raw: &RawProvider,
+    kind: &ProviderType,
+) -> Result<Option<VertexSettings>, ConfigError> {
+    if kind.wire != WireFormat::Vertex {
+        return Ok(None);
+    }
+    let region = raw.vertex_region.clone().unwrap_or_else(|| "global".into());
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ConfigError::new(
+            "vertexRegion",
+            format!("{region:?} is not a region"),
+        ));
+    }
+    let service_account = match raw.vertex_auth_key.as_deref() {
+        None => None,
+        Some(json) => Some(Rc::new(
+            ServiceAccount::parse(json).map_err(|e| ConfigError::new("vertexAuthKey", e))?,
+        )),
+    };
+    let project_id = raw
+        .vertex_project_id
+        .clone()
+        .or_else(|| service_account.as_ref().and_then(|a| a.project_id.clone()))
+        .unwrap_or_default();
+    let auth_cluster = raw.vertex_auth_service_name.clone().unwrap_or_default();
+    if service_account.is_some() {
+        if project_id.is_empty() {
+            return Err(ConfigError::new(
+                "vertexProjectId",
+                "is required with vertexAuthKey",
+            ));
+        }
+        if auth_cluster.is_empty() {
+            return Err(ConfigError::new(
+                "vertexAuthServiceName",
+                "is required with vertexAuthKey (the Envoy cluster of oauth2.googleapis.com)",
+            ));
+        }
+    }
+    Ok(Some(VertexSettings {
+        region,
+        project_id,
+        service_account,
+        auth_cluster,
+        refresh_ahead_ms: raw.vertex_token_refresh_ahead.unwrap_or(300) * 1000,
     }))
 }
 

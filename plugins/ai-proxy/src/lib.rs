@@ -12,18 +12,25 @@ pub mod keys;
 pub mod mapping;
 pub mod models;
 pub mod provider;
+pub mod rs256;
 pub mod translate;
+pub mod vertex_auth;
 
+use aigw_shared::callout::{Callout, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
-use aigw_shared::host;
+use aigw_shared::host::{self, Metrics};
+use aigw_shared::metrics::series_prefix;
 use aigw_shared::rules::{RequestKeys, RuleSet};
 use config::{Config, Provider};
 use keys::{refuses_key, Cooldowns};
 use provider::WireFormat;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 use translate::{Api, BodyMode, ClientAdapter, ProviderAdapter};
+use vertex_auth::{parse_token_response, ServiceAccount, TokenCache};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -33,9 +40,24 @@ proxy_wasm::main! {{
 /// Request headers that carry a client's credentials; never forwarded to a provider.
 const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
-#[derive(Default)]
+/// How long a Vertex AI token request may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct ProxyRoot {
     rules: Option<Rc<RuleSet<Config>>>,
+    /// Vertex AI access tokens of this worker, shared by its requests.
+    tokens: Rc<RefCell<TokenCache>>,
+    metrics: Rc<RefCell<Metrics>>,
+}
+
+impl Default for ProxyRoot {
+    fn default() -> Self {
+        ProxyRoot {
+            rules: None,
+            tokens: Rc::default(),
+            metrics: Rc::new(RefCell::new(Metrics::new(1000))),
+        }
+    }
 }
 
 impl Context for ProxyRoot {}
@@ -49,6 +71,8 @@ impl RootContext for ProxyRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ProxyStream {
             rules: self.rules.clone()?,
+            tokens: self.tokens.clone(),
+            metrics: self.metrics.clone(),
             exchange: None,
         }))
     }
@@ -60,6 +84,8 @@ impl RootContext for ProxyRoot {
 
 struct ProxyStream {
     rules: Rc<RuleSet<Config>>,
+    tokens: Rc<RefCell<TokenCache>>,
+    metrics: Rc<RefCell<Metrics>>,
     /// `None` when no rule applies, for local replies, and for paths passed through untouched.
     exchange: Option<Exchange>,
 }
@@ -91,7 +117,51 @@ struct ResponseFlow {
     client_translates: bool,
 }
 
-impl Context for ProxyStream {}
+impl Context for ProxyStream {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let outcome = host::callout_response(body_size);
+        let Some(exchange) = self.exchange.as_ref() else {
+            return;
+        };
+        let Some((provider, _)) = exchange.provider.as_ref() else {
+            return;
+        };
+        let provider_id = provider.id.clone();
+        let api = exchange.client.api();
+        let now = host::now_ms();
+        let token = outcome
+            .success()
+            .and_then(|body| parse_token_response(body, now));
+        match token {
+            Ok(token) => {
+                self.count_token(&provider_id, "token_fetches");
+                host::set_request_header("authorization", Some(&format!("Bearer {}", token.token)));
+                self.tokens.borrow_mut().put(&provider_id, token);
+                host::resume_request();
+            }
+            Err(why) => {
+                log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
+                self.count_token(&provider_id, "token_failures");
+                let status = match outcome {
+                    Outcome::TimedOut => 504,
+                    Outcome::Unreachable(_) => 503,
+                    Outcome::Answered { .. } => 502,
+                };
+                let err = ApiError::upstream(
+                    status,
+                    format!("Vertex AI access token unavailable: {why}"),
+                );
+                self.reject(&err, api);
+            }
+        }
+    }
+}
 
 impl HttpContext for ProxyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -193,7 +263,7 @@ impl HttpContext for ProxyStream {
                         "ai-proxy: could not replace the request body: host status {status}"
                     );
                 }
-                Action::Continue
+                self.authorize()
             }
             Err(err) => {
                 let api = exchange.client.api();
@@ -279,6 +349,57 @@ impl HttpContext for ProxyStream {
 }
 
 impl ProxyStream {
+    /// Providers authorised by a fetched access token (Vertex AI with a service account) get
+    /// it here: from the cache, or by pausing the request until the token endpoint answers.
+    fn authorize(&mut self) -> Action {
+        let Some(exchange) = self.exchange.as_ref() else {
+            return Action::Continue;
+        };
+        let Some((provider, _)) = exchange.provider.as_ref() else {
+            return Action::Continue;
+        };
+        let Some(vertex) = provider.vertex.as_ref() else {
+            return Action::Continue;
+        };
+        let Some(account) = vertex.service_account.as_ref() else {
+            return Action::Continue;
+        };
+        let now = host::now_ms();
+        if let Some(token) = self
+            .tokens
+            .borrow()
+            .get(&provider.id, now, vertex.refresh_ahead_ms)
+        {
+            host::set_request_header("authorization", Some(&format!("Bearer {token}")));
+            return Action::Continue;
+        }
+        let api = exchange.client.api();
+        let callout = match token_request(account, &vertex.auth_cluster, now) {
+            Ok(callout) => callout,
+            Err(why) => return self.reject(&ApiError::new(500, "server_error", why), api),
+        };
+        match host::dispatch(&callout) {
+            Ok(_) => Action::Pause,
+            Err(why) => {
+                let provider_id = provider.id.clone();
+                log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
+                self.count_token(&provider_id, "token_failures");
+                let err =
+                    ApiError::upstream(503, format!("Vertex AI access token unavailable: {why}"));
+                self.reject(&err, api)
+            }
+        }
+    }
+
+    fn count_token(&self, provider: &str, metric: &'static str) {
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some(series) = metrics.series(&series_prefix(&[("provider", provider)])) {
+            series.counter(metric, 1);
+        }
+        // Rare events: written at once rather than on a timer.
+        metrics.flush();
+    }
+
     /// Answers the client with a gateway error in its API's shape, and stops processing.
     fn reject(&mut self, err: &ApiError, api: ClientApi) -> Action {
         log::info!("ai-proxy: refused request: {err}");
@@ -290,6 +411,24 @@ impl ProxyStream {
         );
         Action::Pause
     }
+}
+
+/// The callout that exchanges a freshly signed assertion for an access token.
+fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Result<Callout, String> {
+    let assertion = account.assertion(now_ms / 1000);
+    let (authority, path) = account.token_endpoint();
+    Ok(Callout {
+        cluster: cluster.to_string(),
+        method: "POST",
+        path,
+        authority,
+        headers: vec![(
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        )],
+        body: ServiceAccount::token_request_body(&assertion),
+        timeout: TOKEN_TIMEOUT,
+    })
 }
 
 /// Where an upstream instance keeps the client's path once it has rewritten `:path`.

@@ -14,6 +14,8 @@ pub enum WireFormat {
     Claude,
     /// Google Gemini API (`generateContent`), model and stream mode in the path.
     Gemini,
+    /// Vertex AI: Gemini's format, or Anthropic's for Claude models, behind an OAuth token.
+    Vertex,
     /// AWS Bedrock Converse / ConverseStream, SigV4-signed, event-stream framing.
     Bedrock,
     /// Cohere Chat v2.
@@ -203,6 +205,14 @@ pub const PROVIDER_TYPES: &[ProviderType] = &[
         WireFormat::Gemini,
         "gemini",
         "generativelanguage.googleapis.com",
+        Auth::Header("x-goog-api-key"),
+    ),
+    // The host comes from `vertexRegion`; `apiTokens` are express-mode keys, else a service
+    // account's tokens authorise requests.
+    native(
+        WireFormat::Vertex,
+        "vertex",
+        "",
         Auth::Header("x-goog-api-key"),
     ),
     // The host comes from `awsRegion`; `apiTokens` are Bedrock API keys, else requests are signed.

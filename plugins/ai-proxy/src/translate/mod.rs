@@ -26,6 +26,7 @@ pub mod openai_client;
 pub mod openai_compat;
 #[cfg(test)]
 mod recorded;
+pub mod vertex;
 
 use crate::config::Provider;
 use crate::provider::WireFormat;
@@ -181,6 +182,7 @@ pub fn provider_adapter(provider: &Provider, now: u64) -> Box<dyn ProviderAdapte
             now,
         )),
         WireFormat::Gemini => Box::new(gemini::Gemini::new(provider, now)),
+        WireFormat::Vertex => Box::new(vertex::Vertex::new(provider, now)),
         WireFormat::Bedrock => Box::new(bedrock::Bedrock::new(provider, now)),
         WireFormat::Cohere => Box::new(cohere::Cohere::new(now)),
         WireFormat::Ollama => Box::new(ollama::Ollama::new(now)),
