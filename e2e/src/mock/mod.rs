@@ -4,14 +4,21 @@
 //! is recorded (method, path, headers, body) for assertions on what the gateway sent.
 //!
 //! Wire formats: [`openai`] (Chat Completions, embeddings, models, also under the path prefixes
-//! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments) and [`anthropic`]
-//! (Messages). All of them take the per-request knobs of [`knobs`].
+//! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments), [`anthropic`]
+//! (Messages), [`gemini`] (Gemini API), [`vertex`] (Vertex AI and Google's token endpoint),
+//! [`bedrock`] (Converse, SigV4-checked, event-stream framing), [`cohere`] (Chat v2) and
+//! [`ollama`] (native `/api/chat`). All of them take the per-request knobs of [`knobs`].
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
+pub mod cohere;
 pub mod embeddings;
+pub mod gemini;
 pub mod knobs;
+pub mod ollama;
 pub mod openai;
+pub mod vertex;
 pub mod websocket;
 
 use bytes::Bytes;
