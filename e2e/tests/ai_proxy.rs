@@ -1005,42 +1005,56 @@ fn every_openai_compatible_provider_is_addressed_as_documented() {
 }
 
 /// The topology DESIGN recommends: ai-proxy as the client edge first in the chain, and as the
-/// provider edge on each route's cluster (upstream filter). Two routes, one per provider
-/// format, so each official SDK runs against both.
+/// provider edge on each route's cluster (upstream filter). One route per provider format
+/// (OpenAI, Anthropic, Gemini, Bedrock), so each official SDK runs against all of them.
 struct SdkGateway {
     envoy: Envoy,
-    _openai: MockServer,
-    _anthropic: MockServer,
+    _mocks: Vec<MockServer>,
 }
+
+/// The provider formats each official SDK is driven over.
+const SDK_BACKENDS: [&str; 4] = [
+    "openai-backed",
+    "anthropic-backed",
+    "gemini-backed",
+    "bedrock-backed",
+];
 
 fn sdk_gateway() -> &'static SdkGateway {
     static GATEWAY: std::sync::OnceLock<SdkGateway> = std::sync::OnceLock::new();
     GATEWAY.get_or_init(|| {
         let openai = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
         let anthropic = MockServer::start(e2e::AnthropicMock::with_key(ANTHROPIC_KEY));
+        let gemini = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_KEY));
+        let bedrock = MockServer::start(e2e::mock::bedrock::BedrockMock::new(AWS_ACCESS_KEY, AWS_SECRET, "us-east-1"));
         let providers = json!({"providers": [
             {"id": "openai", "type": "openai", "apiTokens": [OPENAI_KEY], "modelMapping": {"*": "gpt-4o-mini"}},
-            {"id": "claude", "type": "claude", "apiTokens": [ANTHROPIC_KEY], "modelMapping": {"*": "claude-sonnet-4-5"}}
+            {"id": "claude", "type": "claude", "apiTokens": [ANTHROPIC_KEY], "modelMapping": {"*": "claude-sonnet-4-5"}},
+            {"id": "gemini", "type": "gemini", "apiTokens": [GEMINI_KEY], "modelMapping": {"*": "gemini-2.5-flash"}},
+            bedrock_provider("bedrock", AWS_SECRET)
         ]});
         let edge = e2e::config::wasm_filter("ai-proxy", &providers);
-        let envoy = Envoy::start(
-            &Gateway::new()
-                .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
-                .route("openai-backed", "/openai-backed/", "openai-backed")
-                .route("anthropic-backed", "/anthropic-backed/", "anthropic-backed")
-                .raw_cluster(provider_cluster("openai-backed", &[ProviderEndpoint::new(openai.addr, "openai")], vec![edge.clone()]))
-                .raw_cluster(provider_cluster("anthropic-backed", &[ProviderEndpoint::new(anthropic.addr, "claude")], vec![edge]))
-                .to_json(),
-        );
-        SdkGateway { envoy, _openai: openai, _anthropic: anthropic }
+        let mut gateway = Gateway::new().plugin_instance("ai-proxy", "ai-proxy-client", json!({}));
+        for (backend, mock, provider) in [
+            ("openai-backed", &openai, "openai"),
+            ("anthropic-backed", &anthropic, "claude"),
+            ("gemini-backed", &gemini, "gemini"),
+            ("bedrock-backed", &bedrock, "bedrock"),
+        ] {
+            gateway = gateway
+                .route(backend, &format!("/{backend}/"), backend)
+                .raw_cluster(provider_cluster(backend, &[ProviderEndpoint::new(mock.addr, provider)], vec![edge.clone()]));
+        }
+        let envoy = Envoy::start(&gateway.to_json());
+        SdkGateway { envoy, _mocks: vec![openai, anthropic, gemini, bedrock] }
     })
 }
 
 #[test]
-fn official_openai_sdk_streaming_and_tools_over_both_provider_formats() {
+fn official_openai_sdk_streaming_and_tools_over_every_provider_format() {
     let gateway = sdk_gateway();
     let _report = gateway.envoy.report_on_failure();
-    for backend in ["openai-backed", "anthropic-backed"] {
+    for backend in SDK_BACKENDS {
         let base = gateway.envoy.url(&format!("/{backend}/v1"));
         let chat = e2e::python::run_script(
             "openai_chat.py",
@@ -1069,10 +1083,10 @@ fn official_openai_sdk_streaming_and_tools_over_both_provider_formats() {
 }
 
 #[test]
-fn official_anthropic_sdk_streaming_and_tools_over_both_provider_formats() {
+fn official_anthropic_sdk_streaming_and_tools_over_every_provider_format() {
     let gateway = sdk_gateway();
     let _report = gateway.envoy.report_on_failure();
-    for backend in ["openai-backed", "anthropic-backed"] {
+    for backend in SDK_BACKENDS {
         let base = gateway.envoy.url(&format!("/{backend}"));
         let out = e2e::python::run_script(
             "anthropic_chat.py",

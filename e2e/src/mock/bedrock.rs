@@ -279,7 +279,7 @@ pub fn verify_sigv4(
             .map(str::trim)
             .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
     };
-    let (credential, signed_headers, signature) = match (
+    let (credential, signed_headers, presented) = match (
         field("Credential"),
         field("SignedHeaders"),
         field("Signature"),
@@ -334,6 +334,25 @@ pub fn verify_sigv4(
             "The provided 'x-amz-content-sha256' header does not match what was computed.".into(),
         ));
     }
+    let expected = signature(request, &names, &body_hash, amz_date, &scope[1..], secret);
+    if expected != presented {
+        return Err(("InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into()));
+    }
+    Ok(())
+}
+
+/// The SigV4 signature of `request` over its headers `names`, as AWS documents it: the
+/// canonical request (the received path encoded once more, sorted query, the signed headers'
+/// trimmed values, the payload hash), the string to sign over its SHA-256, and the HMAC chain
+/// from `AWS4<secret>` through date, region, service and `aws4_request`.
+fn signature(
+    request: &Recorded,
+    names: &[&str],
+    body_hash: &str,
+    amz_date: &str,
+    scope: &[&str],
+    secret: &str,
+) -> String {
     let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
     let mut query: Vec<&str> = query.split('&').filter(|q| !q.is_empty()).collect();
     query.sort_unstable();
@@ -348,24 +367,24 @@ pub fn verify_sigv4(
         })
         .collect();
     let canonical = format!(
-        "POST\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{body_hash}",
+        "{}\n{}\n{}\n{canonical_headers}\n{}\n{body_hash}",
+        request.method,
         uri_encode_path(path),
-        query.join("&")
+        query.join("&"),
+        names.join(";")
     );
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
-        scope[1..].join("/"),
+        scope.join("/"),
         hex(&Sha256::digest(canonical.as_bytes()))
     );
-    let key = [scope[1], scope[2], scope[3], "aws4_request"]
+    let key = scope[..3]
         .iter()
+        .chain(std::iter::once(&"aws4_request"))
         .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
             hmac(&key, part)
         });
-    if hex(&hmac(&key, &string_to_sign)) != signature {
-        return Err(("InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into()));
-    }
-    Ok(())
+    hex(&hmac(&key, &string_to_sign))
 }
 
 /// `20150830T123600Z` as seconds since the epoch.
@@ -542,10 +561,12 @@ impl Answer {
             json!({"contentBlockIndex": 0}),
         ));
         events.push((knobs.delay, "messageStop", json!({"stopReason": self.stop})));
+        let mut usage = self.usage();
+        usage["serverToolUsage"] = json!({}); // in streams' usage, empty without server tools
         events.push((
             Duration::ZERO,
             "metadata",
-            json!({"usage": self.usage(), "metrics": {"latencyMs": 42}}),
+            json!({"usage": usage, "metrics": {"latencyMs": 42}}),
         ));
         events
             .into_iter()
@@ -627,6 +648,46 @@ pub fn decode(mut data: &[u8]) -> Result<Vec<(Vec<(String, String)>, Vec<u8>)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AWS SigV4 test suite's `post-vanilla` and `get-vanilla-query-order-key-case` cases.
+    #[test]
+    fn signatures_follow_the_aws_test_suite() {
+        let empty = hex(&Sha256::digest(b""));
+        let scope = ["20150830", "us-east-1", "service", "aws4_request"];
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let request = |method: &str, path: &str| Recorded {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![
+                ("host".into(), "example.amazonaws.com".into()),
+                ("x-amz-date".into(), "20150830T123600Z".into()),
+            ],
+            body: Bytes::new(),
+        };
+        let names = ["host", "x-amz-date"];
+        assert_eq!(
+            signature(
+                &request("POST", "/"),
+                &names,
+                &empty,
+                "20150830T123600Z",
+                &scope,
+                secret
+            ),
+            "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
+        );
+        assert_eq!(
+            signature(
+                &request("GET", "/?Param2=value2&Param1=value1"),
+                &names,
+                &empty,
+                "20150830T123600Z",
+                &scope,
+                secret
+            ),
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
+        );
+    }
 
     #[test]
     fn dates_and_paths_parse_like_aws() {

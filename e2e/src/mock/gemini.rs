@@ -46,6 +46,8 @@ pub struct GeminiMock {
     pub chunks: usize,
     pub delay: Duration,
     pub first_delay: Duration,
+    /// Stamp answers with Vertex AI's `createTime` and `trafficType`.
+    pub create_time: bool,
     next_id: AtomicU64,
 }
 
@@ -53,6 +55,7 @@ impl Default for GeminiMock {
     fn default() -> Self {
         GeminiMock {
             api_key: None,
+            create_time: false,
             chunks: 5,
             delay: Duration::ZERO,
             first_delay: Duration::ZERO,
@@ -67,6 +70,12 @@ impl GeminiMock {
             api_key: Some(key.to_string()),
             ..Default::default()
         }
+    }
+
+    /// Stamps answers with `createTime` and `usageMetadata.trafficType`, as Vertex AI does.
+    pub fn stamped_with_create_time(mut self) -> Self {
+        self.create_time = true;
+        self
     }
 
     fn check_key(&self, request: &Recorded) -> Result<(), Reply> {
@@ -102,7 +111,8 @@ impl GeminiMock {
             return error(status, &format!("mock error with status {status}"));
         }
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let answer = Answer::new(&body, model, n, request, &knobs);
+        let mut answer = Answer::new(&body, model, n, request, &knobs);
+        answer.create_time = self.create_time;
         let sse = request.path.contains("alt=sse");
         match method {
             "generateContent" => Reply::json(200, &answer.whole()),
@@ -234,6 +244,7 @@ struct Answer {
     blocked_prompt: bool,
     prompt_tokens: u64,
     cached_tokens: u64,
+    create_time: bool,
 }
 
 impl Answer {
@@ -305,16 +316,20 @@ impl Answer {
                 .header("x-mock-cached-tokens")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            create_time: false,
         }
     }
 
     fn usage(&self, candidates: u64, thoughts: u64) -> Value {
         let mut usage = json!({
             "promptTokenCount": self.prompt_tokens,
-            "candidatesTokenCount": candidates,
             "totalTokenCount": self.prompt_tokens + candidates + thoughts,
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.prompt_tokens}],
         });
+        if candidates > 0 {
+            // Absent before the first token is counted, as in the recordings.
+            usage["candidatesTokenCount"] = json!(candidates);
+        }
         if thoughts > 0 {
             usage["thoughtsTokenCount"] = json!(thoughts);
         }
@@ -349,7 +364,12 @@ impl Answer {
         if let Some(finish) = finish {
             candidate["finishReason"] = json!(finish);
         }
-        json!({"candidates": [candidate], "usageMetadata": self.usage(candidates, thoughts), "modelVersion": self.model, "responseId": self.id})
+        let mut response = json!({"candidates": [candidate], "usageMetadata": self.usage(candidates, thoughts), "modelVersion": self.model, "responseId": self.id});
+        if self.create_time {
+            response["createTime"] = json!("2025-01-01T00:00:00.000000Z");
+            response["usageMetadata"]["trafficType"] = json!("ON_DEMAND");
+        }
+        response
     }
 
     fn thoughts(&self) -> u64 {

@@ -204,7 +204,7 @@ impl VertexMock {
             project: project.into(),
             region: region.into(),
             tokens,
-            gemini: GeminiMock::default(),
+            gemini: GeminiMock::default().stamped_with_create_time(),
             anthropic: AnthropicMock::with_key("vertex-internal"),
         }
     }
