@@ -921,6 +921,38 @@ fn every_openai_compatible_provider_is_addressed_as_documented() {
             Some("authorization"),
             true,
         ),
+        (
+            "cerebras",
+            json!({}),
+            "api.cerebras.ai",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "nvidia",
+            json!({}),
+            "integrate.api.nvidia.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "sambanova",
+            json!({}),
+            "api.sambanova.ai",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "deepinfra",
+            json!({}),
+            "api.deepinfra.com",
+            "/v1/openai/chat/completions",
+            Some("authorization"),
+            true,
+        ),
     ];
     // As an upstream filter ai-proxy sets the provider's host too. One cluster per provider
     // type, all on the mock; their filters share one VM (same plugin, same config).

@@ -611,8 +611,11 @@ pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Decodes event-stream messages, checking both CRCs: (headers, payload) per message.
-pub fn decode(mut data: &[u8]) -> Result<Vec<(Vec<(String, String)>, Vec<u8>)>, String> {
+/// An event-stream message: its string headers and payload.
+pub type Frame = (Vec<(String, String)>, Vec<u8>);
+
+/// Decodes event-stream messages, checking both CRCs.
+pub fn decode(mut data: &[u8]) -> Result<Vec<Frame>, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);

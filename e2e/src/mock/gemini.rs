@@ -209,7 +209,7 @@ fn validate(body: &[u8]) -> Result<Value, String> {
         if !matches!(content["role"].as_str(), Some("user" | "model")) {
             return Err("Please use a valid role: user, model.".into());
         }
-        if !content["parts"].as_array().is_some_and(|p| !p.is_empty()) {
+        if content["parts"].as_array().is_none_or(|p| p.is_empty()) {
             return Err(format!(
                 "* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"
             ));
@@ -298,7 +298,7 @@ impl Answer {
         }
         let text: usize = contents
             .iter()
-            .chain(body.pointer("/systemInstruction").into_iter())
+            .chain(body.pointer("/systemInstruction"))
             .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
             .map(|p| p["text"].as_str().map_or(20, str::len))
             .sum();

@@ -247,11 +247,9 @@ fn completion(body: &[u8], id: String, model: String, created: u64) -> Vec<u8> {
         id,
         model,
         created,
-        text: String::new(),
-        reasoning: String::new(),
-        tool_calls: Vec::new(),
         finish_reason: finish_reason(response["stopReason"].as_str().unwrap_or("end_turn")).into(),
         usage: TokenCounts::from_json(&response).unwrap_or_default(),
+        ..Default::default()
     };
     for block in response
         .pointer("/output/message/content")
@@ -325,18 +323,16 @@ fn converse_request(
         body.insert("system".into(), json!([{"text": system}]));
     }
     let mut inference = Map::new();
-    if let Some(max) = request.output_limit() {
-        inference.insert("maxTokens".into(), json!(max));
-    }
-    if let Some(t) = request.temperature {
-        inference.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = request.top_p {
-        inference.insert("topP".into(), json!(p));
-    }
-    if let Some(stop) = canonical::stop_sequences(&request) {
-        inference.insert("stopSequences".into(), json!(stop));
-    }
+    canonical::put_sampling(
+        &mut inference,
+        &request,
+        &[
+            ("max_tokens", "maxTokens"),
+            ("temperature", "temperature"),
+            ("top_p", "topP"),
+            ("stop", "stopSequences"),
+        ],
+    );
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
@@ -390,19 +386,9 @@ fn tool_choice(choice: Option<&Value>) -> Option<Value> {
     }
 }
 
-/// Appends blocks as a turn of `role`, merging with the previous turn of the same role
-/// (Converse wants user and assistant turns to alternate).
+/// Appends blocks as a turn of `role` (Converse wants user and assistant turns to alternate).
 fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut().filter(|m| m["role"] == role) {
-        if let Some(content) = last["content"].as_array_mut() {
-            content.extend(blocks);
-            return;
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+    canonical::push_turn(messages, role, "content", blocks);
 }
 
 fn user_blocks(index: usize, content: Option<&Content>) -> Result<Vec<Value>, ApiError> {
@@ -452,7 +438,7 @@ fn assistant_blocks(message: &Message) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::super::eventstream::encode;
-    use super::super::testing::same_at_every_split;
+    use super::super::testing::{chunks, same_at_every_split};
     use super::*;
     use aigw_shared::sign::AwsCredentials;
 
@@ -627,12 +613,7 @@ mod tests {
             &stream,
         );
         let text = String::from_utf8(out).unwrap();
-        let chunks: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
+        let chunks = chunks(text.as_bytes());
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "H\u{e9}llo");
         assert_eq!(
             chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"],

@@ -9,7 +9,7 @@ use aigw_shared::error::ApiError;
 use aigw_shared::openai::{ChatRequest, Message};
 use aigw_shared::sse;
 use aigw_shared::usage::TokenCounts;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// The system and developer messages of a request, joined.
@@ -64,17 +64,79 @@ pub fn inline_images_only(index: usize) -> ApiError {
     )
 }
 
+/// Appends `items` as a turn of `role` (under `field`), merged into the previous turn when it
+/// has the same role: providers that want turns to alternate get them so, and a model turn's
+/// tool calls are answered together.
+pub fn push_turn(turns: &mut Vec<Value>, role: &str, field: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|t| t["role"] == role) {
+        if let Some(existing) = last[field].as_array_mut() {
+            existing.extend(items);
+            return;
+        }
+    }
+    turns.push(json!({"role": role, field: items}));
+}
+
 pub fn encode(body: &Value) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(body)
         .map_err(|e| ApiError::new(500, "server_error", format!("cannot encode request: {e}")))
 }
 
-/// The stop sequences of a request, as a list.
-pub fn stop_sequences(request: &ChatRequest) -> Option<Vec<String>> {
-    request.stop.as_ref().map(|s| s.to_vec())
+/// The sampling settings of a request, by canonical name: `max_tokens` (either cap),
+/// `temperature`, `top_p`, `top_k`, `seed`, `frequency_penalty`, `presence_penalty`, `stop`
+/// (always a list).
+fn sampling(request: &ChatRequest) -> [(&'static str, Option<Value>); 8] {
+    let extra = |key: &str| request.extra.get(key).filter(|v| !v.is_null()).cloned();
+    [
+        ("max_tokens", request.output_limit().map(Value::from)),
+        ("temperature", request.temperature.map(Value::from)),
+        ("top_p", request.top_p.map(Value::from)),
+        ("top_k", extra("top_k")),
+        ("seed", extra("seed")),
+        ("frequency_penalty", extra("frequency_penalty")),
+        ("presence_penalty", extra("presence_penalty")),
+        (
+            "stop",
+            request.stop.as_ref().map(|s| Value::from(s.to_vec())),
+        ),
+    ]
+}
+
+/// Copies the request's sampling settings into `target` under the provider's names
+/// (`(canonical, native)`); a setting the provider has no name for is left out.
+pub fn put_sampling(
+    target: &mut Map<String, Value>,
+    request: &ChatRequest,
+    names: &[(&str, &str)],
+) {
+    for (canonical, value) in sampling(request) {
+        if let (Some(value), Some((_, native))) =
+            (value, names.iter().find(|(c, _)| *c == canonical))
+        {
+            target.insert(native.to_string(), value);
+        }
+    }
+}
+
+/// Where a translator says what the provider answered: a [`ChunkWriter`] for a stream, a
+/// [`Completion`] for a whole answer; so one reading of the provider's shape serves both when
+/// its stream events and whole answers share that shape.
+pub trait Answer {
+    fn text(&mut self, out: &mut Vec<u8>, text: &str);
+    fn reasoning(&mut self, out: &mut Vec<u8>, text: &str);
+    /// A tool call that arrives whole.
+    fn tool_call(&mut self, out: &mut Vec<u8>, id: &str, name: &str, arguments: &str);
+    /// Tool calls so far.
+    fn tool_calls(&self) -> usize;
+    fn finish(&mut self, out: &mut Vec<u8>, reason: &str);
+    fn usage(&mut self, counts: &TokenCounts);
 }
 
 /// A canonical `chat.completion`.
+#[derive(Default)]
 pub struct Completion {
     pub id: String,
     pub model: String,
@@ -87,8 +149,41 @@ pub struct Completion {
     pub usage: TokenCounts,
 }
 
+impl Answer for Completion {
+    fn text(&mut self, _: &mut Vec<u8>, text: &str) {
+        self.text.push_str(text);
+    }
+
+    fn reasoning(&mut self, _: &mut Vec<u8>, text: &str) {
+        self.reasoning.push_str(text);
+    }
+
+    fn tool_call(&mut self, _: &mut Vec<u8>, id: &str, name: &str, arguments: &str) {
+        self.tool_calls
+            .push((id.to_string(), name.to_string(), arguments.to_string()));
+    }
+
+    fn tool_calls(&self) -> usize {
+        self.tool_calls.len()
+    }
+
+    fn finish(&mut self, _: &mut Vec<u8>, reason: &str) {
+        self.finish_reason = reason.to_string();
+    }
+
+    fn usage(&mut self, counts: &TokenCounts) {
+        self.usage.merge(counts);
+    }
+}
+
 impl Completion {
+    /// The JSON body; a finish reason never given is `stop`.
     pub fn to_json(&self) -> Vec<u8> {
+        let finish_reason = if self.finish_reason.is_empty() {
+            "stop"
+        } else {
+            &self.finish_reason
+        };
         let content = if self.text.is_empty() && !self.tool_calls.is_empty() {
             Value::Null
         } else {
@@ -109,7 +204,7 @@ impl Completion {
         }
         let completion = json!({
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": self.usage.to_openai(),
         });
         serde_json::to_vec(&completion).unwrap_or_default()
@@ -316,6 +411,32 @@ impl ChunkWriter {
         } else {
             self.error(out, "api_error", "provider ended the stream early");
         }
+    }
+}
+
+impl Answer for ChunkWriter {
+    fn text(&mut self, out: &mut Vec<u8>, text: &str) {
+        ChunkWriter::text(self, out, text);
+    }
+
+    fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
+        ChunkWriter::reasoning(self, out, text);
+    }
+
+    fn tool_call(&mut self, out: &mut Vec<u8>, id: &str, name: &str, arguments: &str) {
+        ChunkWriter::tool_call(self, out, id, name, arguments);
+    }
+
+    fn tool_calls(&self) -> usize {
+        self.tools
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>, reason: &str) {
+        ChunkWriter::finish(self, out, reason);
+    }
+
+    fn usage(&mut self, counts: &TokenCounts) {
+        self.usage.merge(counts);
     }
 }
 

@@ -60,10 +60,8 @@ impl ResponseStage for Cohere {
                 .whole(input, end, out, |body| completion(body, created, model));
             return;
         }
-        for event in super::events(&mut self.decoder, input, end) {
-            if let Ok(value) = serde_json::from_str::<Value>(&event.data) {
-                self.on_event(&value, out);
-            }
+        for event in super::json_events(&mut self.decoder, input, end) {
+            self.on_event(&event, out);
         }
         if end {
             self.writer.end_of_body(out);
@@ -150,7 +148,6 @@ fn completion(body: &[u8], created: u64, model: String) -> Vec<u8> {
         id: response["id"].as_str().unwrap_or_default().to_string(),
         model,
         created,
-        text: String::new(),
         reasoning: message["tool_plan"]
             .as_str()
             .unwrap_or_default()
@@ -159,6 +156,7 @@ fn completion(body: &[u8], created: u64, model: String) -> Vec<u8> {
         finish_reason: finish_reason(response["finish_reason"].as_str().unwrap_or("COMPLETE"))
             .into(),
         usage: usage(&response),
+        ..Default::default()
     };
     for block in message["content"].as_array().into_iter().flatten() {
         if let Some(text) = block["text"].as_str() {
@@ -228,28 +226,25 @@ fn chat_request(request: ChatRequest, model: &str) -> Result<Value, ApiError> {
     if request.is_stream() {
         body.insert("stream".into(), json!(true));
     }
+    canonical::put_sampling(
+        &mut body,
+        &request,
+        &[
+            ("max_tokens", "max_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "p"),
+            ("top_k", "k"),
+            ("seed", "seed"),
+            ("frequency_penalty", "frequency_penalty"),
+            ("presence_penalty", "presence_penalty"),
+            ("stop", "stop_sequences"),
+        ],
+    );
     let mut set = |key: &str, value: Option<Value>| {
         if let Some(value) = value.filter(|v| !v.is_null()) {
             body.insert(key.into(), value);
         }
     };
-    set("max_tokens", request.output_limit().map(Value::from));
-    set("temperature", request.temperature.map(Value::from));
-    set("p", request.top_p.map(Value::from));
-    set("k", request.extra.get("top_k").cloned());
-    set("seed", request.extra.get("seed").cloned());
-    set(
-        "frequency_penalty",
-        request.extra.get("frequency_penalty").cloned(),
-    );
-    set(
-        "presence_penalty",
-        request.extra.get("presence_penalty").cloned(),
-    );
-    set(
-        "stop_sequences",
-        canonical::stop_sequences(&request).map(Value::from),
-    );
     set(
         "response_format",
         response_format(request.extra.get("response_format")),
@@ -299,7 +294,7 @@ fn response_format(format: Option<&Value>) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::same_at_every_split;
+    use super::super::testing::{chunks, same_at_every_split};
     use super::*;
 
     #[test]
@@ -365,12 +360,7 @@ mod tests {
             STREAM.as_bytes(),
         );
         let text = String::from_utf8(out).unwrap();
-        let chunks: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
+        let chunks = chunks(text.as_bytes());
         assert_eq!(chunks[0]["id"], "m1");
         assert_eq!(
             chunks[1]["choices"][0]["delta"]["reasoning_content"],

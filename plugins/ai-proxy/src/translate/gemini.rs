@@ -12,7 +12,7 @@
 //! it rides in the OpenAI tool call id (`call_…_ts_<signature>`, URL-safe base64, which the
 //! API accepts), so clients hand it back without knowing.
 
-use super::canonical::{self, ChunkWriter, Completion, ResponseBody};
+use super::canonical::{self, Answer, ChunkWriter, Completion, ResponseBody};
 use super::{Plan, ProviderAdapter, ResponseStage};
 use crate::config::{GeminiSettings, Provider};
 use aigw_shared::body::is_event_stream;
@@ -96,10 +96,8 @@ impl ResponseStage for Gemini {
                 .whole(input, end, out, |body| completion(body, created, &model));
             return;
         }
-        for event in super::events(&mut self.decoder, input, end) {
-            if let Ok(value) = serde_json::from_str::<Value>(&event.data) {
-                self.on_event(&value, out);
-            }
+        for event in super::json_events(&mut self.decoder, input, end) {
+            self.on_event(&event, out);
         }
         if end {
             self.writer.end_of_body(out);
@@ -120,40 +118,44 @@ impl Gemini {
         if let Some(version) = event["modelVersion"].as_str() {
             self.writer.model = version.to_string();
         }
-        if let Some(counts) = TokenCounts::from_json(event) {
-            self.writer.usage.merge(&counts);
-        }
-        let candidate = &event["candidates"][0];
         let id_base = call_id_base(&self.writer.id);
-        for part in candidate
-            .pointer("/content/parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(call) = part.get("functionCall") {
-                let n = self.writer.tool_calls_started();
-                let (id, name, arguments) = tool_call(part, call, &id_base, n);
-                self.writer.tool_call(out, &id, &name, &arguments);
-            } else if let Some(text) = part["text"].as_str() {
-                if part["thought"] == true {
-                    self.writer.reasoning(out, text);
-                } else {
-                    self.writer.text(out, text);
-                }
+        read_response(event, &id_base, &mut self.writer, out);
+    }
+}
+
+/// Reads a `GenerateContentResponse` (a whole answer, or one stream event) into `answer`.
+fn read_response(response: &Value, id_base: &str, answer: &mut impl Answer, out: &mut Vec<u8>) {
+    if let Some(counts) = TokenCounts::from_json(response) {
+        answer.usage(&counts);
+    }
+    let candidate = &response["candidates"][0];
+    for part in candidate
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(call) = part.get("functionCall") {
+            let (id, name, arguments) = tool_call(part, call, id_base, answer.tool_calls());
+            answer.tool_call(out, &id, &name, &arguments);
+        } else if let Some(text) = part["text"].as_str() {
+            if part["thought"] == true {
+                answer.reasoning(out, text);
+            } else {
+                answer.text(out, text);
             }
         }
-        let reason = candidate["finishReason"]
-            .as_str()
-            .map(|r| finish_reason(r, self.writer.tool_calls_started() > 0))
-            .or_else(|| {
-                event
-                    .pointer("/promptFeedback/blockReason")
-                    .map(|_| "content_filter")
-            });
-        if let Some(reason) = reason {
-            self.writer.finish(out, reason);
-        }
+    }
+    let reason = candidate["finishReason"]
+        .as_str()
+        .map(|r| finish_reason(r, answer.tool_calls() > 0))
+        .or_else(|| {
+            response
+                .pointer("/promptFeedback/blockReason")
+                .map(|_| "content_filter")
+        });
+    if let Some(reason) = reason {
+        answer.finish(out, reason);
     }
 }
 
@@ -215,39 +217,9 @@ fn completion(body: &[u8], created: u64, model: &str) -> Vec<u8> {
             .unwrap_or(model)
             .to_string(),
         created,
-        text: String::new(),
-        reasoning: String::new(),
-        tool_calls: Vec::new(),
-        finish_reason: String::new(),
-        usage: TokenCounts::from_json(&response).unwrap_or_default(),
+        ..Default::default()
     };
-    let candidate = &response["candidates"][0];
-    for part in candidate
-        .pointer("/content/parts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(call) = part.get("functionCall") {
-            let n = completion.tool_calls.len();
-            completion
-                .tool_calls
-                .push(tool_call(part, call, &id_base, n));
-        } else if let Some(text) = part["text"].as_str() {
-            let into = if part["thought"] == true {
-                &mut completion.reasoning
-            } else {
-                &mut completion.text
-            };
-            into.push_str(text);
-        }
-    }
-    completion.finish_reason = match candidate["finishReason"].as_str() {
-        Some(reason) => finish_reason(reason, !completion.tool_calls.is_empty()),
-        None if response.pointer("/promptFeedback/blockReason").is_some() => "content_filter",
-        None => "stop",
-    }
-    .to_string();
+    read_response(&response, &id_base, &mut completion, &mut Vec::new());
     completion.to_json()
 }
 
@@ -357,16 +329,7 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, ApiError> {
 }
 
 fn push_turn(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut().filter(|c| c["role"] == role) {
-        if let Some(existing) = last["parts"].as_array_mut() {
-            existing.extend(parts);
-            return;
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+    canonical::push_turn(contents, role, "parts", parts);
 }
 
 fn user_parts(index: usize, content: Option<&Content>) -> Result<Vec<Value>, ApiError> {
@@ -420,29 +383,26 @@ fn model_parts(message: &Message) -> Vec<Value> {
 
 fn generation_config(request: &ChatRequest, settings: &GeminiSettings) -> Map<String, Value> {
     let mut config = Map::new();
+    canonical::put_sampling(
+        &mut config,
+        request,
+        &[
+            ("max_tokens", "maxOutputTokens"),
+            ("temperature", "temperature"),
+            ("top_p", "topP"),
+            ("top_k", "topK"),
+            ("seed", "seed"),
+            ("presence_penalty", "presencePenalty"),
+            ("frequency_penalty", "frequencyPenalty"),
+            ("stop", "stopSequences"),
+        ],
+    );
     let mut set = |key: &str, value: Option<Value>| {
         if let Some(value) = value.filter(|v| !v.is_null()) {
             config.insert(key.into(), value);
         }
     };
-    set("maxOutputTokens", request.output_limit().map(Value::from));
-    set("temperature", request.temperature.map(Value::from));
-    set("topP", request.top_p.map(Value::from));
-    set("topK", request.extra.get("top_k").cloned());
     set("candidateCount", request.extra.get("n").cloned());
-    set("seed", request.extra.get("seed").cloned());
-    set(
-        "presencePenalty",
-        request.extra.get("presence_penalty").cloned(),
-    );
-    set(
-        "frequencyPenalty",
-        request.extra.get("frequency_penalty").cloned(),
-    );
-    set(
-        "stopSequences",
-        canonical::stop_sequences(request).map(Value::from),
-    );
     match request
         .extra
         .get("response_format")
@@ -509,7 +469,7 @@ fn tool_config(choice: Option<&Value>) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::same_at_every_split;
+    use super::super::testing::{chunks, same_at_every_split};
     use super::*;
 
     fn settings() -> GeminiSettings {
@@ -670,12 +630,7 @@ mod tests {
             STREAM.as_bytes(),
         );
         let text = String::from_utf8(out).unwrap();
-        let chunks: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
+        let chunks = chunks(text.as_bytes());
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(
             chunks[1]["choices"][0]["delta"]["reasoning_content"],

@@ -76,6 +76,18 @@ pub fn events(
     events
 }
 
+/// The JSON payloads of the complete events of the next piece of an SSE body (events that are
+/// not JSON, such as `[DONE]`, are skipped).
+pub fn json_events(
+    decoder: &mut aigw_shared::sse::Decoder,
+    input: &[u8],
+    end: bool,
+) -> impl Iterator<Item = serde_json::Value> {
+    events(decoder, input, end)
+        .into_iter()
+        .filter_map(|event| serde_json::from_str(&event.data).ok())
+}
+
 /// The canonical path for a Messages request: `…/v1/messages` becomes `…/v1/chat/completions`,
 /// keeping any prefix (routes often match on one) and dropping Anthropic's query (`?beta=true`).
 pub fn chat_path_for(messages_path: &str) -> String {
@@ -224,6 +236,16 @@ pub(crate) mod testing {
     //! Helpers for translator tests: feed a stream at every split point.
 
     use super::ResponseStage;
+
+    /// The JSON chunks of a canonical SSE output (`[DONE]` left out).
+    pub fn chunks(out: &[u8]) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(out)
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
 
     /// Output of a fresh stage fed `input` in pieces cut at `cuts`.
     pub fn run<S: ResponseStage>(

@@ -7,7 +7,7 @@
 //! `done_reason` and the `prompt_eval_count` / `eval_count` usage). Tool calls come whole and
 //! without ids; the gateway names them.
 
-use super::canonical::{self, ChunkWriter, Completion, ResponseBody};
+use super::canonical::{self, Answer, ChunkWriter, Completion, ResponseBody};
 use super::{Plan, ProviderAdapter, ResponseStage};
 use aigw_shared::error::ApiError;
 use aigw_shared::openai::{ChatRequest, Content};
@@ -99,26 +99,25 @@ impl Ollama {
             self.writer.error(out, "api_error", error);
             return;
         }
-        let message = &line["message"];
-        self.writer
-            .reasoning(out, message["thinking"].as_str().unwrap_or(""));
-        self.writer
-            .text(out, message["content"].as_str().unwrap_or(""));
-        for call in message["tool_calls"].as_array().into_iter().flatten() {
-            let n = self.writer.tool_calls_started();
-            let (id, name, arguments) = tool_call(call, self.created, n);
-            self.writer.tool_call(out, &id, &name, &arguments);
+        read_object(line, self.created, &mut self.writer, out);
+    }
+}
+
+/// Reads a chat object (a whole answer, or one line of a stream) into `answer`.
+fn read_object(object: &Value, created: u64, answer: &mut impl Answer, out: &mut Vec<u8>) {
+    let message = &object["message"];
+    answer.reasoning(out, message["thinking"].as_str().unwrap_or(""));
+    answer.text(out, message["content"].as_str().unwrap_or(""));
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        let (id, name, arguments) = tool_call(call, created, answer.tool_calls());
+        answer.tool_call(out, &id, &name, &arguments);
+    }
+    if object["done"] == true {
+        if let Some(counts) = TokenCounts::from_json(object) {
+            answer.usage(&counts);
         }
-        if line["done"] == true {
-            if let Some(counts) = TokenCounts::from_json(line) {
-                self.writer.usage.merge(&counts);
-            }
-            let reason = finish_reason(
-                line["done_reason"].as_str(),
-                self.writer.tool_calls_started() > 0,
-            );
-            self.writer.finish(out, reason);
-        }
+        let reason = finish_reason(object["done_reason"].as_str(), answer.tool_calls() > 0);
+        answer.finish(out, reason);
     }
 }
 
@@ -190,26 +189,14 @@ fn completion(body: &[u8], id: String, created: u64, model: String) -> Vec<u8> {
         Ok(response) => response,
         Err(error) => return error,
     };
-    let message = &response["message"];
-    let tool_calls: Vec<_> = message["tool_calls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(n, call)| tool_call(call, created, n))
-        .collect();
-    Completion {
+    let mut completion = Completion {
         id,
         model: response["model"].as_str().map_or(model, str::to_string),
         created,
-        text: message["content"].as_str().unwrap_or_default().to_string(),
-        reasoning: message["thinking"].as_str().unwrap_or_default().to_string(),
-        finish_reason: finish_reason(response["done_reason"].as_str(), !tool_calls.is_empty())
-            .into(),
-        tool_calls,
-        usage: TokenCounts::from_json(&response).unwrap_or_default(),
-    }
-    .to_json()
+        ..Default::default()
+    };
+    read_object(&response, created, &mut completion, &mut Vec::new());
+    completion.to_json()
 }
 
 /// A canonical chat request as a native `/api/chat` request.
@@ -271,25 +258,20 @@ fn chat_request(request: ChatRequest, model: &str) -> Result<Value, ApiError> {
         );
     }
     let mut options = Map::new();
-    let mut set = |key: &str, value: Option<Value>| {
-        if let Some(value) = value.filter(|v| !v.is_null()) {
-            options.insert(key.into(), value);
-        }
-    };
-    set("num_predict", request.output_limit().map(Value::from));
-    set("temperature", request.temperature.map(Value::from));
-    set("top_p", request.top_p.map(Value::from));
-    set("top_k", request.extra.get("top_k").cloned());
-    set("seed", request.extra.get("seed").cloned());
-    set(
-        "frequency_penalty",
-        request.extra.get("frequency_penalty").cloned(),
+    canonical::put_sampling(
+        &mut options,
+        &request,
+        &[
+            ("max_tokens", "num_predict"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("top_k", "top_k"),
+            ("seed", "seed"),
+            ("frequency_penalty", "frequency_penalty"),
+            ("presence_penalty", "presence_penalty"),
+            ("stop", "stop"),
+        ],
     );
-    set(
-        "presence_penalty",
-        request.extra.get("presence_penalty").cloned(),
-    );
-    set("stop", canonical::stop_sequences(&request).map(Value::from));
     if !options.is_empty() {
         body.insert("options".into(), Value::Object(options));
     }
@@ -337,7 +319,7 @@ fn images(index: usize, content: Option<&Content>) -> Result<Vec<String>, ApiErr
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::same_at_every_split;
+    use super::super::testing::{chunks, same_at_every_split};
     use super::*;
 
     #[test]
@@ -394,12 +376,7 @@ mod tests {
             STREAM.as_bytes(),
         );
         let text = String::from_utf8(out).unwrap();
-        let chunks: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
+        let chunks = chunks(text.as_bytes());
         assert_eq!(chunks[1]["choices"][0]["delta"]["reasoning_content"], "hm");
         assert_eq!(chunks[2]["choices"][0]["delta"]["content"], "H\u{e9}llo");
         assert_eq!(

@@ -57,6 +57,14 @@ fn files(folder: &str, suffix: &str) -> Vec<(String, Vec<u8>)> {
     found
 }
 
+/// A stage's answer to a whole JSON body with `status`, parsed.
+fn whole_answer<S: ResponseStage>(mut stage: S, status: u16, body: &[u8]) -> Value {
+    stage.plan(status, "application/json; charset=utf-8");
+    let mut out = Vec::new();
+    stage.translate(body, true, &mut out);
+    serde_json::from_slice(&out).unwrap()
+}
+
 /// `(event type, data)` of every event of an SSE body, parsed independently of the translators.
 fn sse(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
@@ -188,6 +196,31 @@ fn normalise(mut said: Said) -> Said {
     said
 }
 
+/// Asserts that a translated canonical stream says what the recording said, finishes with
+/// `finish`, and ends with exactly one `[DONE]`.
+fn assert_says(name: &str, out: &[u8], expected: Said, finish: &str) {
+    let (got, expected) = (normalise(openai_said(out)), normalise(expected));
+    assert_eq!(got.text, expected.text, "{name}");
+    assert_eq!(got.reasoning, expected.reasoning, "{name}");
+    assert_eq!(got.tools, expected.tools, "{name}");
+    assert_eq!(got.stop, finish, "{name}");
+    assert_eq!(
+        got.output_tokens, expected.output_tokens,
+        "{name}: usage chunk"
+    );
+    let events = sse(out);
+    assert_eq!(
+        events.last().map(|(_, d)| d.as_str()),
+        Some("[DONE]"),
+        "{name}"
+    );
+    assert_eq!(
+        events.iter().filter(|(_, d)| d == "[DONE]").count(),
+        1,
+        "{name}"
+    );
+}
+
 #[test]
 fn anthropic_streams_become_the_same_openai_chunks_at_every_split() {
     for (name, body) in files("anthropic-messages", ".response.sse") {
@@ -201,25 +234,9 @@ fn anthropic_streams_become_the_same_openai_chunks_at_every_split() {
             "text/event-stream",
             &body,
         );
-        let expected = normalise(anthropic_said(&body));
-        let got = normalise(openai_said(&out));
-        assert_eq!(got.text, expected.text, "{name}");
-        assert_eq!(got.reasoning, expected.reasoning, "{name}");
-        assert_eq!(got.tools, expected.tools, "{name}");
-        assert_eq!(
-            got.stop,
-            super::anthropic::finish_reason(&expected.stop),
-            "{name}"
-        );
-        assert_eq!(
-            got.output_tokens, expected.output_tokens,
-            "{name}: usage chunk"
-        );
-        assert_eq!(
-            sse(&out).last().map(|(_, d)| d.as_str()),
-            Some("[DONE]"),
-            "{name}"
-        );
+        let expected = anthropic_said(&body);
+        let finish = super::anthropic::finish_reason(&expected.stop);
+        assert_says(&name, &out, expected, finish);
     }
 }
 
@@ -297,12 +314,8 @@ fn azure_streams_are_normalised_at_every_split() {
 fn anthropic_messages_become_completions() {
     for (name, body) in files("anthropic-messages", ".response.json") {
         let message: Value = serde_json::from_slice(&body).unwrap();
-        let mut claude = Claude::new("2023-06-01", 1024, 1);
         let status = if message["type"] == "error" { 400 } else { 200 };
-        claude.plan(status, "application/json");
-        let mut out = Vec::new();
-        claude.translate(&body, true, &mut out);
-        let got: Value = serde_json::from_slice(&out).unwrap();
+        let got = whole_answer(Claude::new("2023-06-01", 1024, 1), status, &body);
         if status != 200 {
             assert_eq!(
                 got["error"]["message"], message["error"]["message"],
@@ -360,11 +373,7 @@ fn openai_completions_and_errors_become_anthropic_messages() {
         } else {
             200
         };
-        let mut client = AnthropicClient::default();
-        client.plan(status, "application/json");
-        let mut out = Vec::new();
-        client.translate(&body, true, &mut out);
-        let got: Value = serde_json::from_slice(&out).unwrap();
+        let got = whole_answer(AnthropicClient::default(), status, &body);
         if status != 200 {
             assert_eq!(got["type"], "error", "{name}");
             assert_eq!(
@@ -479,12 +488,6 @@ fn gemini_adapter(stream: bool) -> Gemini {
     gemini
 }
 
-/// Tool calls compared by name and arguments (the ids are the gateway's).
-fn without_ids(mut said: Said) -> Said {
-    said.tools.iter_mut().for_each(|t| t.0.clear());
-    said
-}
-
 /// What a Gemini answer (stream events or one response) says; usage from the last report.
 fn gemini_said(responses: &[Value]) -> Said {
     let mut said = Said::default();
@@ -531,26 +534,16 @@ fn gemini_finish(reason: &str, tools: bool) -> &'static str {
 fn gemini_streams_become_the_same_openai_chunks_at_every_split() {
     for (name, body) in files("gemini", ".response.sse") {
         let out = same_at_every_split(|| gemini_adapter(true), 200, "text/event-stream", &body);
-        let expected = normalise(gemini_said(&json_events(&body)));
-        let got = normalise(openai_said(&out));
-        assert_eq!(got.text, expected.text, "{name}");
-        assert_eq!(got.reasoning, expected.reasoning, "{name}");
-        assert_eq!(without_ids(got.clone()).tools, expected.tools, "{name}");
+        let expected = gemini_said(&json_events(&body));
+        let finish = gemini_finish(&expected.stop, !expected.tools.is_empty());
+        let got = openai_said(&out);
         assert!(got.tools.iter().all(|t| t.0.starts_with("call_")), "{name}");
-        assert_eq!(
-            got.stop,
-            gemini_finish(&expected.stop, !expected.tools.is_empty()),
-            "{name}"
-        );
-        assert_eq!(
-            got.output_tokens, expected.output_tokens,
-            "{name}: usage chunk"
-        );
-        assert_eq!(
-            sse(&out).last().map(|(_, d)| d.as_str()),
-            Some("[DONE]"),
-            "{name}"
-        );
+        // The recording has no ids to compare: the gateway names the calls.
+        let mut named = expected;
+        for (call, got) in named.tools.iter_mut().zip(&got.tools) {
+            call.0 = got.0.clone();
+        }
+        assert_says(&name, &out, named, finish);
     }
 }
 
@@ -562,11 +555,7 @@ fn gemini_responses_and_errors_become_completions() {
             continue; // streamed without `alt=sse`, which the gateway never asks for
         }
         let status = response["error"]["code"].as_u64().unwrap_or(200) as u16;
-        let mut gemini = gemini_adapter(false);
-        gemini.plan(status, "application/json");
-        let mut out = Vec::new();
-        gemini.translate(&body, true, &mut out);
-        let got: Value = serde_json::from_slice(&out).unwrap();
+        let got = whole_answer(gemini_adapter(false), status, &body);
         if status != 200 {
             assert_eq!(
                 got["error"]["message"], response["error"]["message"],
@@ -745,21 +734,9 @@ fn bedrock_event_streams_become_the_same_openai_chunks_at_every_byte() {
                 )
             })
             .collect();
-        let expected = normalise(bedrock_said(&events));
-        let got = normalise(openai_said(&whole));
-        assert_eq!(got.text, expected.text, "{name}");
-        assert_eq!(got.reasoning, expected.reasoning, "{name}");
-        assert_eq!(got.tools, expected.tools, "{name}");
-        assert_eq!(got.stop, bedrock_finish(&expected.stop), "{name}");
-        assert_eq!(
-            got.output_tokens, expected.output_tokens,
-            "{name}: usage chunk"
-        );
-        assert_eq!(
-            sse(&whole).last().map(|(_, d)| d.as_str()),
-            Some("[DONE]"),
-            "{name}"
-        );
+        let expected = bedrock_said(&events);
+        let finish = bedrock_finish(&expected.stop);
+        assert_says(&name, &whole, expected, finish);
     }
 }
 
@@ -772,11 +749,7 @@ fn bedrock_responses_and_errors_become_completions() {
         } else {
             200
         };
-        let mut bedrock = bedrock_adapter(false);
-        bedrock.plan(status, "application/json");
-        let mut out = Vec::new();
-        bedrock.translate(&body, true, &mut out);
-        let got: Value = serde_json::from_slice(&out).unwrap();
+        let got = whole_answer(bedrock_adapter(false), status, &body);
         if status != 200 {
             assert_eq!(got["error"]["message"], response["message"], "{name}");
             continue;
@@ -940,21 +913,9 @@ fn cohere_streams_become_the_same_openai_chunks_at_every_split() {
     }
     for (name, body) in streams {
         let out = same_at_every_split(|| cohere_adapter(true), 200, "text/event-stream", &body);
-        let expected = normalise(cohere_said(&json_events(&body)));
-        let got = normalise(openai_said(&out));
-        assert_eq!(got.text, expected.text, "{name}");
-        assert_eq!(got.reasoning, expected.reasoning, "{name}");
-        assert_eq!(got.tools, expected.tools, "{name}");
-        assert_eq!(got.stop, cohere_finish(&expected.stop), "{name}");
-        assert_eq!(
-            got.output_tokens, expected.output_tokens,
-            "{name}: usage chunk"
-        );
-        assert_eq!(
-            sse(&out).iter().filter(|(_, d)| d == "[DONE]").count(),
-            1,
-            "{name}"
-        );
+        let expected = cohere_said(&json_events(&body));
+        let finish = cohere_finish(&expected.stop);
+        assert_says(&name, &out, expected, finish);
     }
 }
 
@@ -967,11 +928,7 @@ fn cohere_responses_and_errors_become_completions() {
         } else {
             200
         };
-        let mut cohere = cohere_adapter(false);
-        cohere.plan(status, "application/json");
-        let mut out = Vec::new();
-        cohere.translate(&body, true, &mut out);
-        let got: Value = serde_json::from_slice(&out).unwrap();
+        let got = whole_answer(cohere_adapter(false), status, &body);
         if status != 200 {
             assert_eq!(got["error"]["message"], response["message"], "{name}");
             continue;
@@ -1047,11 +1004,7 @@ fn ollama_ndjson_streams_and_responses_become_canonical() {
         .filter(|(n, _)| n.starts_with("native-"))
     {
         let response: Value = serde_json::from_slice(&body).unwrap();
-        let mut ollama = ollama_adapter(false);
-        ollama.plan(200, "application/json; charset=utf-8");
-        let mut out = Vec::new();
-        ollama.translate(&body, true, &mut out);
-        let got: Value = serde_json::from_slice(&out).unwrap();
+        let got = whole_answer(ollama_adapter(false), 200, &body);
         let reply = &got["choices"][0]["message"];
         let calls = response["message"]["tool_calls"]
             .as_array()
