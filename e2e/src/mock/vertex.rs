@@ -22,7 +22,7 @@ use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,8 @@ pub struct IssuedTokens {
     tokens: Mutex<HashMap<String, Instant>>,
     /// Token requests answered with a token.
     pub issued: AtomicU64,
+    /// Refuse every token request from now on (an outage of the token endpoint).
+    pub refuse: AtomicBool,
 }
 
 impl IssuedTokens {
@@ -150,6 +152,12 @@ impl Provider for GoogleTokenMock {
     fn handle(&self, request: &Recorded) -> Reply {
         if (request.method.as_str(), request.path.as_str()) != ("POST", "/token") {
             return Reply::json(404, &json!({"error": "not_found"}));
+        }
+        if self.tokens.refuse.load(Ordering::Relaxed) {
+            return Reply::json(
+                503,
+                &json!({"error": "internal_failure", "error_description": "Backend Error"}),
+            );
         }
         if let Err(why) = self.check(&String::from_utf8_lossy(&request.body)) {
             let (error, description) = why.split_once('|').unwrap_or(("invalid_request", &why));

@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use translate::{Api, BodyMode, ClientAdapter, ProviderAdapter};
-use vertex_auth::{parse_token_response, ServiceAccount, TokenCache};
+use vertex_auth::{parse_token_response, ServiceAccount, TokenCache, TokenPlan};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -74,6 +74,7 @@ impl RootContext for ProxyRoot {
             tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
             exchange: None,
+            stale_token: None,
         }))
     }
 
@@ -88,6 +89,8 @@ struct ProxyStream {
     metrics: Rc<RefCell<Metrics>>,
     /// `None` when no rule applies, for local replies, and for paths passed through untouched.
     exchange: Option<Exchange>,
+    /// A still-valid access token this request replaces; used if the replacement fails.
+    stale_token: Option<String>,
 }
 
 /// One request on its way through the plugin.
@@ -126,38 +129,29 @@ impl Context for ProxyStream {
         _trailers: usize,
     ) {
         let outcome = host::callout_response(body_size);
-        let Some(exchange) = self.exchange.as_ref() else {
+        let Some(provider_id) = self.provider_id() else {
             return;
         };
-        let Some((provider, _)) = exchange.provider.as_ref() else {
-            return;
-        };
-        let provider_id = provider.id.clone();
-        let api = exchange.client.api();
         let now = host::now_ms();
-        let token = outcome
+        match outcome
             .success()
-            .and_then(|body| parse_token_response(body, now));
-        match token {
+            .and_then(|body| parse_token_response(body, now))
+        {
             Ok(token) => {
                 self.count_token(&provider_id, "token_fetches");
-                host::set_request_header("authorization", Some(&format!("Bearer {}", token.token)));
+                set_bearer(&token.token);
                 self.tokens.borrow_mut().put(&provider_id, token);
                 host::resume_request();
             }
             Err(why) => {
-                log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
-                self.count_token(&provider_id, "token_failures");
                 let status = match outcome {
                     Outcome::TimedOut => 504,
                     Outcome::Unreachable(_) => 503,
                     Outcome::Answered { .. } => 502,
                 };
-                let err = ApiError::upstream(
-                    status,
-                    format!("Vertex AI access token unavailable: {why}"),
-                );
-                self.reject(&err, api);
+                if self.token_failed(&provider_id, status, &why) == Action::Continue {
+                    host::resume_request();
+                }
             }
         }
     }
@@ -352,10 +346,12 @@ impl ProxyStream {
     /// Providers authorised by a fetched access token (Vertex AI with a service account) get
     /// it here: from the cache, or by pausing the request until the token endpoint answers.
     fn authorize(&mut self) -> Action {
-        let Some(exchange) = self.exchange.as_ref() else {
-            return Action::Continue;
-        };
-        let Some((provider, _)) = exchange.provider.as_ref() else {
+        let Some(provider) = self
+            .exchange
+            .as_ref()
+            .and_then(|e| e.provider.as_ref())
+            .map(|(p, _)| p.clone())
+        else {
             return Action::Continue;
         };
         let Some(vertex) = provider.vertex.as_ref() else {
@@ -365,30 +361,46 @@ impl ProxyStream {
             return Action::Continue;
         };
         let now = host::now_ms();
-        if let Some(token) = self
-            .tokens
-            .borrow()
-            .get(&provider.id, now, vertex.refresh_ahead_ms)
-        {
-            host::set_request_header("authorization", Some(&format!("Bearer {token}")));
-            return Action::Continue;
-        }
-        let api = exchange.client.api();
-        let callout = match token_request(account, &vertex.auth_cluster, now) {
-            Ok(callout) => callout,
-            Err(why) => return self.reject(&ApiError::new(500, "server_error", why), api),
-        };
-        match host::dispatch(&callout) {
-            Ok(_) => Action::Pause,
-            Err(why) => {
-                let provider_id = provider.id.clone();
-                log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
-                self.count_token(&provider_id, "token_failures");
-                let err =
-                    ApiError::upstream(503, format!("Vertex AI access token unavailable: {why}"));
-                self.reject(&err, api)
+        let patience = TOKEN_TIMEOUT.as_millis() as u64;
+        let plan =
+            self.tokens
+                .borrow_mut()
+                .plan(&provider.id, now, vertex.refresh_ahead_ms, patience);
+        match plan {
+            TokenPlan::Use(token) => {
+                set_bearer(&token);
+                Action::Continue
+            }
+            TokenPlan::Fetch { stale } => {
+                self.stale_token = stale;
+                match host::dispatch(&token_request(account, &vertex.auth_cluster, now)) {
+                    Ok(_) => Action::Pause,
+                    Err(why) => self.token_failed(&provider.id, 503, &why),
+                }
             }
         }
+    }
+
+    /// A token request failed: the request goes on with the token it replaces while that is
+    /// still valid, else it is refused (fail closed: Vertex AI takes nothing else).
+    fn token_failed(&mut self, provider_id: &str, status: u16, why: &str) -> Action {
+        log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
+        self.count_token(provider_id, "token_failures");
+        if let Some(stale) = self.stale_token.take() {
+            set_bearer(&stale);
+            return Action::Continue;
+        }
+        let api = self
+            .exchange
+            .as_ref()
+            .map_or(ClientApi::OpenAi, |e| e.client.api());
+        let err = ApiError::upstream(status, format!("Vertex AI access token unavailable: {why}"));
+        self.reject(&err, api)
+    }
+
+    fn provider_id(&self) -> Option<String> {
+        let (provider, _) = self.exchange.as_ref()?.provider.as_ref()?;
+        Some(provider.id.clone())
     }
 
     fn count_token(&self, provider: &str, metric: &'static str) {
@@ -414,10 +426,9 @@ impl ProxyStream {
 }
 
 /// The callout that exchanges a freshly signed assertion for an access token.
-fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Result<Callout, String> {
-    let assertion = account.assertion(now_ms / 1000);
+fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Callout {
     let (authority, path) = account.token_endpoint();
-    Ok(Callout {
+    Callout {
         cluster: cluster.to_string(),
         method: "POST",
         path,
@@ -426,9 +437,13 @@ fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Result
             "content-type".into(),
             "application/x-www-form-urlencoded".into(),
         )],
-        body: ServiceAccount::token_request_body(&assertion),
+        body: ServiceAccount::token_request_body(&account.assertion(now_ms / 1000)),
         timeout: TOKEN_TIMEOUT,
-    })
+    }
+}
+
+fn set_bearer(token: &str) {
+    host::set_request_header("authorization", Some(&format!("Bearer {token}")));
 }
 
 /// Where an upstream instance keeps the client's path once it has rewritten `:path`.

@@ -132,21 +132,58 @@ pub fn parse_token_response(body: &[u8], now_ms: u64) -> Result<AccessToken, Str
     })
 }
 
-/// Access tokens by provider id, each used until `refresh_ahead` before it expires.
+/// Access tokens by provider id. A token nearing expiry (`refresh_ahead` before it) is
+/// replaced by one request while the others keep using it; with no usable token every request
+/// asks for one.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     tokens: HashMap<String, AccessToken>,
+    /// When a request started replacing a provider's token that is still usable.
+    refreshing: HashMap<String, u64>,
+}
+
+/// What a request does about its access token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenPlan {
+    /// Use this token.
+    Use(String),
+    /// Fetch a new token; `stale` is still valid, for use if the fetch fails.
+    Fetch { stale: Option<String> },
 }
 
 impl TokenCache {
-    pub fn get(&self, provider: &str, now_ms: u64, refresh_ahead_ms: u64) -> Option<&str> {
-        self.tokens
+    /// The plan for a request at `now_ms`; a refresh unanswered for `patience_ms` may be
+    /// started again.
+    pub fn plan(
+        &mut self,
+        provider: &str,
+        now_ms: u64,
+        refresh_ahead_ms: u64,
+        patience_ms: u64,
+    ) -> TokenPlan {
+        let Some(token) = self
+            .tokens
             .get(provider)
-            .filter(|t| t.expires_at_ms > now_ms + refresh_ahead_ms)
-            .map(|t| t.token.as_str())
+            .filter(|t| t.expires_at_ms > now_ms)
+        else {
+            return TokenPlan::Fetch { stale: None };
+        };
+        if token.expires_at_ms > now_ms + refresh_ahead_ms {
+            return TokenPlan::Use(token.token.clone());
+        }
+        match self.refreshing.get(provider) {
+            Some(&since) if now_ms < since + patience_ms => TokenPlan::Use(token.token.clone()),
+            _ => {
+                self.refreshing.insert(provider.to_string(), now_ms);
+                TokenPlan::Fetch {
+                    stale: Some(token.token.clone()),
+                }
+            }
+        }
     }
 
     pub fn put(&mut self, provider: &str, token: AccessToken) {
+        self.refreshing.remove(provider);
         self.tokens.insert(provider.to_string(), token);
     }
 }
@@ -264,7 +301,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn tokens_are_cached_until_shortly_before_expiry() {
+    fn tokens_are_cached_and_one_request_replaces_a_token_nearing_expiry() {
         let token = parse_token_response(
             br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
             1_000,
@@ -272,14 +309,41 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(token.expires_at_ms, 3_600_000);
         let mut cache = TokenCache::default();
-        cache.put("v", token);
-        assert_eq!(cache.get("v", 1_000, 300_000), Some("ya29.x"));
         assert_eq!(
-            cache.get("v", 3_300_000, 300_000),
-            None,
-            "refreshed 5 minutes early"
+            cache.plan("v", 0, 300_000, 10_000),
+            TokenPlan::Fetch { stale: None }
         );
-        assert_eq!(cache.get("other", 1_000, 0), None);
+        cache.put("v", token);
+        assert_eq!(
+            cache.plan("v", 1_000, 300_000, 10_000),
+            TokenPlan::Use("ya29.x".into())
+        );
+        // Five minutes before expiry one request refreshes; the others keep the token meanwhile.
+        let due = 3_400_000;
+        assert_eq!(
+            cache.plan("v", due, 300_000, 10_000),
+            TokenPlan::Fetch {
+                stale: Some("ya29.x".into())
+            }
+        );
+        assert_eq!(
+            cache.plan("v", due + 1, 300_000, 10_000),
+            TokenPlan::Use("ya29.x".into())
+        );
+        // A refresh that never answered is tried again after the patience.
+        assert!(matches!(
+            cache.plan("v", due + 10_000, 300_000, 10_000),
+            TokenPlan::Fetch { .. }
+        ));
+        assert_eq!(
+            cache.plan("v", 3_600_000, 300_000, 10_000),
+            TokenPlan::Fetch { stale: None },
+            "expired"
+        );
+        assert_eq!(
+            cache.plan("other", 1_000, 0, 0),
+            TokenPlan::Fetch { stale: None }
+        );
         assert!(parse_token_response(br#"{"error":"invalid_grant"}"#, 0).is_err());
     }
 }
