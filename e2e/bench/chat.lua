@@ -3,6 +3,11 @@ wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What is the capital of France?"}]}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
+-- Extra headers a gateway needs (Portkey's provider headers), "name: value" separated by "|".
+for pair in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^|]+") do
+  local name, value = string.match(pair, "^%s*([^:]+):%s*(.-)%s*$")
+  if name then wrk.headers[name] = value end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

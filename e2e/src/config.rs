@@ -161,6 +161,9 @@ pub fn provider_cluster(
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": localities},
+        // Envoy allows 3 retries in flight per cluster by default; past that a failover is
+        // refused and the client gets the failed attempt's error.
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -171,8 +174,34 @@ pub fn provider_cluster(
     })
 }
 
-/// A route that retries on another priority when an attempt fails with one of `statuses`, a
-/// 5xx, a reset or a refused connection.
+/// Retries on the cluster's next priority (the next provider) when an attempt fails with a
+/// 5xx, a reset, a refused connection or one of `statuses`. Retries start almost at once:
+/// another provider gains nothing from Envoy's default 25 ms back-off.
+pub fn failover_retry_policy(
+    statuses: &[u16],
+    num_retries: u32,
+    per_try_timeout: Option<&str>,
+) -> Value {
+    let mut policy = json!({
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": statuses,
+        "num_retries": num_retries,
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.01s"},
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1
+            }
+        }
+    });
+    if let Some(timeout) = per_try_timeout {
+        policy["per_try_timeout"] = json!(timeout);
+    }
+    policy
+}
+
+/// A route to `cluster` that fails over across its priorities (see [`failover_retry_policy`]).
 pub fn failover_route(name: &str, prefix: &str, cluster: &str, statuses: &[u16]) -> Value {
     json!({
         "name": name,
@@ -180,18 +209,21 @@ pub fn failover_route(name: &str, prefix: &str, cluster: &str, statuses: &[u16])
         "route": {
             "cluster": cluster,
             "timeout": "300s",
-            "retry_policy": {
-                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-                "retriable_status_codes": statuses,
-                "num_retries": 3,
-                "retry_priority": {
-                    "name": "envoy.retry_priorities.previous_priorities",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                        "update_frequency": 1
-                    }
-                }
-            }
+            "retry_policy": failover_retry_policy(statuses, 3, None)
+        }
+    })
+}
+
+/// The route of a provider chain as in `envoy-configs/fallback.yaml`: the cluster comes from
+/// the header ai-fallback sets (the first provider whose circuit is closed).
+pub fn fallback_route(num_retries: u32, per_try_timeout: &str) -> Value {
+    json!({
+        "name": "llm",
+        "match": {"prefix": "/"},
+        "route": {
+            "cluster_header": "x-ai-fallback-cluster",
+            "timeout": "60s",
+            "retry_policy": failover_retry_policy(&[429], num_retries, Some(per_try_timeout))
         }
     })
 }
@@ -322,7 +354,8 @@ pub fn access_log(path: &str) -> Value {
                 "status": "%RESPONSE_CODE%",
                 "duration_ms": "%DURATION%",
                 "upstream_host": "%UPSTREAM_HOST%",
-                "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%"
+                "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%",
+                "ai_cache": "%FILTER_STATE(wasm.ai_cache:PLAIN)%"
             }}
         }
     })

@@ -325,10 +325,15 @@ impl Envoy {
             if value == Some(expected) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus sample {name} {labels:?} is {value:?}, expected {expected}"
-            );
+            if Instant::now() >= deadline {
+                let samples: Vec<String> = self
+                    .prometheus()
+                    .lines()
+                    .filter(|l| l.contains(name))
+                    .map(str::to_string)
+                    .collect();
+                panic!("prometheus sample {name} {labels:?} is {value:?}, expected {expected}; samples: {samples:#?}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

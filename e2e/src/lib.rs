@@ -12,6 +12,7 @@ pub mod mock;
 pub mod paths;
 pub mod process;
 pub mod python;
+pub mod services;
 
 pub use config::Gateway;
 pub use envoy::{Envoy, EnvoyOptions};

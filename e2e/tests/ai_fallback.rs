@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use e2e::client::{post_json, post_stream};
-use e2e::config::{provider_cluster, wasm_filter, ProviderEndpoint};
+use e2e::config::{fallback_route, provider_cluster, wasm_filter, ProviderEndpoint};
 use e2e::mock::openai::content_pieces;
 use e2e::mock::{Provider, Recorded, Reply};
 use e2e::{python, AnthropicMock, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
@@ -30,6 +30,8 @@ enum Fault {
     ErrorIn200,
     /// 400 context_length_exceeded.
     TooLong,
+    /// Two content chunks, then a rate-limit error event (the answer has already begun).
+    ErrorMidStream,
 }
 
 /// The OpenAI mock with a switchable fault.
@@ -62,6 +64,19 @@ impl Provider for FaultyOpenAi {
                 ),
             },
             Fault::ErrorIn200 => Reply::json(200, &json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}})),
+            Fault::ErrorMidStream => Reply::Stream {
+                status: 200,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                pieces: Box::new(
+                    [
+                        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Paris \"},\"finish_reason\":null}]}\n\n",
+                        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"is \"},\"finish_reason\":null}]}\n\n",
+                        "data: {\"error\":{\"message\":\"Rate limit reached for gpt-4o\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n",
+                    ]
+                    .into_iter()
+                    .map(|b| (Duration::from_millis(20), Bytes::from_static(b.as_bytes()))),
+                ),
+            },
             Fault::TooLong => e2e::mock::openai::error(
                 400,
                 "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.",
@@ -147,28 +162,10 @@ fn chain(breaker: Value, primary_addr: Option<SocketAddr>) -> Chain {
         wasm_filter("ai-fallback", &fallback),
         wasm_filter("ai-proxy", &proxy),
     ];
-    let route = json!({
-        "name": "llm",
-        "match": {"prefix": "/"},
-        "route": {
-            "cluster_header": "x-ai-fallback-cluster",
-            "timeout": "60s",
-            "retry_policy": {
-                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-                "retriable_status_codes": [429],
-                "num_retries": 2,
-                "per_try_timeout": "1s",
-                "retry_priority": {
-                    "name": "envoy.retry_priorities.previous_priorities",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig", "update_frequency": 1}
-                }
-            }
-        }
-    });
     let envoy = Envoy::start_with(
         &Gateway::new()
             .plugin("ai-fallback", fallback.clone())
-            .raw_route(route)
+            .raw_route(fallback_route(2, "1s"))
             .raw_cluster(provider_cluster(
                 "chain-primary",
                 &[
@@ -421,4 +418,167 @@ fn a_request_too_long_for_the_model_goes_to_the_longer_context_model() {
         0,
         "a 400 is not a reason to fail over to another provider"
     );
+    // A streaming request gets the longer-context model's stream (delivered once complete).
+    let streamed = post_stream(&chain.url(), &streaming(), &[]);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), content_pieces(5, None).collect::<String>());
+    assert_eq!(streamed.chunks()[0]["model"], "gpt-4.1-long");
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+}
+
+#[test]
+fn a_stream_longer_than_the_per_try_timeout_is_not_cut() {
+    let chain = chain(no_breaker(), None);
+    let _report = chain.envoy.report_on_failure();
+    // 6 pieces 400 ms apart: 2.4 s of streaming against a 1 s per-try timeout.
+    let streamed = post_stream(
+        &chain.url(),
+        &streaming(),
+        &[("x-mock-chunks", "6"), ("x-mock-delay-ms", "400")],
+    );
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), content_pieces(6, None).collect::<String>());
+    assert_eq!(streamed.header("x-ai-fallback-provider"), Some("primary"));
+    assert_eq!(chain.backup.requests.count(), 0);
+}
+
+const ANTHROPIC_KEY: &str = "sk-ant-shipped-0123456789";
+const GEMINI_KEY: &str = "AIza-shipped-0123456789";
+
+/// `envoy-configs/fallback.yaml` as shipped, with keys filled in and each provider's address
+/// (and TLS) pointed at a local mock.
+fn shipped_config(openai: SocketAddr, anthropic: SocketAddr, gemini: SocketAddr) -> Envoy {
+    let template =
+        std::fs::read_to_string(e2e::paths::repo_root().join("envoy-configs/fallback.yaml"))
+            .unwrap();
+    let wasm_dir = e2e::paths::plugin_wasm("ai-proxy")
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let mut config = e2e::config::render(
+        &template,
+        &[
+            ("PORT", "0".into()),
+            ("ADMIN_PORT", "0".into()),
+            ("WASM_DIR", wasm_dir),
+            ("OPENAI_API_KEY", PRIMARY_KEY.into()),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.into()),
+            ("GEMINI_API_KEY", GEMINI_KEY.into()),
+        ],
+    )
+    .unwrap();
+    for (provider, host, mock) in [
+        ("openai", "api.openai.com", openai),
+        ("anthropic", "api.anthropic.com", anthropic),
+        ("gemini", "generativelanguage.googleapis.com", gemini),
+    ] {
+        let address = format!("{{address: {host}, port_value: 443}}");
+        let tls = format!("envoy.transport_socket_match: {{tls: {provider}}}");
+        assert!(
+            config.contains(&address) && config.contains(&tls),
+            "{provider} endpoint"
+        );
+        config = config
+            .replace(
+                &address,
+                &format!("{{address: 127.0.0.1, port_value: {}}}", mock.port()),
+            )
+            .replace(&tls, "envoy.transport_socket_match: {tls: none}");
+    }
+    let dir = e2e::paths::scratch_dir("fallback-yaml");
+    let path = dir.join("fallback.yaml");
+    std::fs::write(&path, config).unwrap();
+    Envoy::start_file(
+        &path,
+        &EnvoyOptions {
+            concurrency: 1,
+            work_dir: Some(dir),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn the_shipped_config_fails_over_from_openai_to_anthropic_to_gemini() {
+    let fault = Arc::new(Mutex::new(Fault::None));
+    let openai = MockServer::start(FaultyOpenAi {
+        fault: fault.clone(),
+        inner: OpenAiMock::with_key(PRIMARY_KEY),
+    });
+    let anthropic_status = Arc::new(Mutex::new(None));
+    let anthropic = MockServer::start(FaultyAnthropic {
+        status: anthropic_status.clone(),
+        inner: AnthropicMock::with_key(ANTHROPIC_KEY),
+    });
+    let gemini = MockServer::start(OpenAiMock::with_key(GEMINI_KEY));
+    let envoy = shipped_config(openai.addr, anthropic.addr, gemini.addr);
+    let _report = envoy.report_on_failure();
+    let url = envoy.url("/v1/chat/completions");
+
+    let reply = post_json(&url, &ask(), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-ai-fallback-provider"), Some("openai"));
+
+    // A prompt above Envoy's default 1 MiB retry buffer still fails over.
+    *fault.lock().unwrap() = Fault::Status(500);
+    let mut long = ask();
+    long["messages"][0]["content"] = json!("lorem ipsum ".repeat(200_000));
+    let reply = post_json(&url, &long, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-ai-fallback-provider"), Some("anthropic"));
+    assert_eq!(
+        reply.header("x-ai-fallback-model"),
+        Some("claude-sonnet-4-5")
+    );
+    let sent = anthropic.requests.last().unwrap().json();
+    let content = &sent["messages"][0]["content"];
+    let text = content.as_str().or(content[0]["text"].as_str()).unwrap();
+    assert_eq!(text.len(), 2_400_000, "the whole prompt reached the backup");
+
+    *anthropic_status.lock().unwrap() = Some(529);
+    let streamed = post_stream(&url, &streaming(), &[]);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), content_pieces(5, None).collect::<String>());
+    assert_eq!(streamed.header("x-ai-fallback-provider"), Some("gemini"));
+    assert_eq!(streamed.header("x-ai-fallback-attempts"), Some("3"));
+    let sent = gemini.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1beta/openai/chat/completions");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {GEMINI_KEY}").as_str())
+    );
+    assert_eq!(sent.json()["model"], "gemini-2.5-flash");
+
+    // Metrics carry the provider and the outcome as labels.
+    envoy.wait_prometheus_value(
+        "provider_outcome_metric_fallback_attempts",
+        &[("ai_provider", "openai"), ("ai_outcome", "server_error")],
+        2.0,
+    );
+    envoy.wait_prometheus_value(
+        "provider_outcome_metric_fallback_attempts",
+        &[("ai_provider", "anthropic"), ("ai_outcome", "server_error")],
+        1.0,
+    );
+}
+
+#[test]
+fn an_error_after_the_answer_began_reaches_the_client_and_is_not_retried() {
+    let chain = chain(no_breaker(), None);
+    let _report = chain.envoy.report_on_failure();
+    chain.set(Fault::ErrorMidStream);
+    let streamed = post_stream(&chain.url(), &streaming(), &[]);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.text(), "Paris is ");
+    let last = streamed.data().last().cloned().unwrap_or_default();
+    assert!(last.contains("rate_limit_exceeded"), "{last}");
+    assert_eq!(
+        chain.backup.requests.count(),
+        0,
+        "bytes were sent: no retry"
+    );
+    // The gateway is still there for the next request.
+    chain.set(Fault::None);
+    assert_eq!(post_json(&chain.url(), &ask(), &[]).status, 200);
 }

@@ -21,7 +21,7 @@ use aigw_shared::body::BodyBuffer;
 use aigw_shared::callout::Callout;
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::metrics::series_prefix;
-use aigw_shared::rules::{RequestKeys, RuleSet};
+use aigw_shared::rules::RuleSet;
 use attempts::{all_failed_body, all_failed_status, Attempt, Outcome};
 use breaker::{Breaker, Decision};
 use config::Config;
@@ -193,18 +193,7 @@ impl Context for FallbackStream {
 
 impl HttpContext for FallbackStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
-        let authority = if self.rules.uses_host() {
-            host::request_header(":authority").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let Some(config) = self.rules.get(&RequestKeys {
-            route: &route,
-            host: &authority,
-            service: &cluster,
-        }) else {
+        let Some((config, _, _)) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let request_id = host::request_header("x-request-id").unwrap_or_default();
@@ -224,17 +213,11 @@ impl HttpContext for FallbackStream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = host::response_headers();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let status: u16 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers = host::ResponseHeaders::read();
+        let status = headers.status();
         match self.role.as_mut() {
             Some(Role::Attempt(watch)) => {
-                watch.content_type = header("content-type").unwrap_or_default();
+                watch.content_type = headers.get("content-type").unwrap_or_default().to_string();
                 let inspect = (200..300).contains(&status)
                     && watch.config.error_in_body
                     && !end_of_stream

@@ -20,7 +20,7 @@ use aigw_shared::callout::{Callout, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::metrics::series_prefix;
-use aigw_shared::rules::{RequestKeys, RuleSet};
+use aigw_shared::rules::RuleSet;
 use config::{Config, Provider};
 use keys::{refuses_key, Cooldowns};
 use provider::WireFormat;
@@ -159,18 +159,7 @@ impl Context for ProxyStream {
 
 impl HttpContext for ProxyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
-        let authority = if self.rules.uses_host() {
-            host::request_header(":authority").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let Some(config) = self.rules.get(&RequestKeys {
-            route: &route,
-            host: &authority,
-            service: &cluster,
-        }) else {
+        let Some((config, _, _)) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         let method = host::request_header(":method").unwrap_or_default();
@@ -270,18 +259,12 @@ impl HttpContext for ProxyStream {
         let Some(exchange) = self.exchange.as_mut() else {
             return Action::Continue;
         };
-        let headers = host::response_headers();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let status: u16 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers = host::ResponseHeaders::read();
+        let status = headers.status();
         if refuses_key(status) {
-            exchange.cool_down_key(header("retry-after"));
+            exchange.cool_down_key(headers.get("retry-after"));
         }
-        let mut content_type = header("content-type").unwrap_or("").to_string();
+        let mut content_type = headers.get("content-type").unwrap_or("").to_string();
         let mut flow = ResponseFlow {
             mode: BodyMode::Passthrough,
             status,

@@ -8,7 +8,7 @@ pub mod record;
 use aigw_shared::body::BodyBuffer;
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::meter::{RequestInfo, ResponseMeter};
-use aigw_shared::rules::{RequestKeys, RuleSet};
+use aigw_shared::rules::RuleSet;
 use config::Config;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -93,20 +93,7 @@ impl Context for StatsStream {}
 
 impl HttpContext for StatsStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let route = host::property_string(&["xds", "route_name"]).unwrap_or_default();
-        let cluster = host::property_string(&["xds", "cluster_name"]).unwrap_or_default();
-        // Every host call costs; the host is read only when a rule matches on it.
-        let authority = if self.rules.uses_host() {
-            self.header(":authority").unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let keys = RequestKeys {
-            route: &route,
-            host: &authority,
-            service: &cluster,
-        };
-        let Some(config) = self.rules.get(&keys) else {
+        let Some((config, route, cluster)) = host::request_rule(&self.rules) else {
             return Action::Continue;
         };
         if config.strip_accept_encoding {
@@ -157,17 +144,10 @@ impl HttpContext for StatsStream {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(state) = self.state.as_mut() {
-            // One host call for all headers is cheaper than one per header.
-            let headers = host::response_headers();
-            let value = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            state.record.status = value(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let headers = host::ResponseHeaders::read();
+            state.record.status = headers.status();
             state.response = Some(ResponseMeter::new(
-                value("content-type").unwrap_or(""),
+                headers.get("content-type").unwrap_or(""),
                 state.config.max_body_bytes,
             ));
         }

@@ -66,6 +66,7 @@ extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_continue_stream(stream: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
 }
 
 /// Takes ownership of memory the host filled through the SDK's allocator (a `Vec` it leaked).
@@ -170,6 +171,12 @@ pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -
 pub fn continue_stream(stream: u32) -> u32 {
     // SAFETY: no pointers.
     unsafe { proxy_continue_stream(stream) }
+}
+
+/// Makes `context_id` the context of the host calls that follow.
+pub fn set_effective_context(context_id: u32) -> u32 {
+    // SAFETY: no pointers.
+    unsafe { proxy_set_effective_context(context_id) }
 }
 
 /// The ABI's map encoding: count, (key length, value length) pairs, then NUL-terminated keys

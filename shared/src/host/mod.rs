@@ -42,6 +42,27 @@ pub fn load_rules<T>(
     }
 }
 
+/// The `_rules_` config for the current request, with its route and upstream cluster names
+/// (`xds.route_name`, `xds.cluster_name`, read once; `:authority` only when a rule matches on
+/// domains). `None` when no rule and no global config apply.
+pub fn request_rule<T>(
+    rules: &crate::rules::RuleSet<T>,
+) -> Option<(std::rc::Rc<T>, String, String)> {
+    let route = property_string(&["xds", "route_name"]).unwrap_or_default();
+    let cluster = property_string(&["xds", "cluster_name"]).unwrap_or_default();
+    let host = if rules.uses_host() {
+        request_header(":authority").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let config = rules.get(&crate::rules::RequestKeys {
+        route: &route,
+        host: &host,
+        service: &cluster,
+    })?;
+    Some((config, route, cluster))
+}
+
 /// Reads a property such as `xds.route_name`; `None` when absent or unreadable.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     abi::property(path).ok().flatten()
@@ -104,6 +125,31 @@ pub fn response_headers() -> Vec<(String, String)> {
     abi::headers(MapType::HttpResponseHeaders).unwrap_or_default()
 }
 
+/// Response headers read in one host call, looked up by name.
+pub struct ResponseHeaders(Vec<(String, String)>);
+
+impl ResponseHeaders {
+    /// All response headers (one host call: cheaper than one per header).
+    pub fn read() -> Self {
+        ResponseHeaders(response_headers())
+    }
+
+    /// The first value of a (lower-case) header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `:status`, or 0 when unreadable.
+    pub fn status(&self) -> u16 {
+        self.get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// Answers the request from the plugin (status, headers, body).
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
     let status = abi::send_local_response(status as u32, headers, body);
@@ -119,6 +165,12 @@ pub fn resume_request() {
 
 pub fn resume_response() {
     abi::continue_stream(1);
+}
+
+/// Acts on the stream `context_id` from its root context (a timer, a callout the root sent):
+/// the host calls that follow apply to that stream. `false` when the stream is gone.
+pub fn set_effective_context(context_id: u32) -> bool {
+    abi::set_effective_context(context_id) == abi::OK
 }
 
 /// Sends a callout. `Err` means Envoy refused it at once (unknown cluster, no healthy host)
@@ -200,6 +252,13 @@ fn set_body(buffer: BufferType, start: usize, size: usize, data: &[u8]) -> Resul
 
 pub fn response_body(size: usize) -> Option<Vec<u8>> {
     abi::buffer(BufferType::HttpResponseBody, 0, size)
+        .ok()
+        .flatten()
+}
+
+/// `len` bytes of the response body from `start` (in a body callback, or while it is paused).
+pub fn response_body_range(start: usize, len: usize) -> Option<Vec<u8>> {
+    abi::buffer(BufferType::HttpResponseBody, start, len)
         .ok()
         .flatten()
 }

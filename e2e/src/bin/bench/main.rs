@@ -9,7 +9,10 @@
 //!
 //! `BENCH_SECTIONS=core,…` runs only the named sections.
 
+mod cache;
+mod content_safety;
 mod core;
+mod fallback;
 mod per_route;
 
 use e2e::bench::Plan;
@@ -19,7 +22,13 @@ type Section = (&'static str, fn(&Plan));
 
 fn main() {
     let plan = Plan::from_env();
-    let sections: Vec<Section> = vec![("core", core::run), ("per-route", per_route::run)];
+    let sections: Vec<Section> = vec![
+        ("core", core::run),
+        ("per-route", per_route::run),
+        ("fallback", fallback::run),
+        ("cache", cache::run),
+        ("content-safety", content_safety::run),
+    ];
     let only = std::env::var("BENCH_SECTIONS").ok();
     for (name, run) in sections {
         if only

@@ -1,0 +1,603 @@
+//! Holding a streamed answer in windows while each window is checked, then releasing it.
+//!
+//! Envoy keeps every byte of a response body the plugin pauses on, and hands the whole held
+//! buffer to each later body callback; releasing (continue or resume) sends all of it. So the
+//! plugin releases at event boundaries only: complete SSE events go out, a trailing partial
+//! event is cut off ("carry") and put back in front of the next chunk. This module is that
+//! logic over a [`HeldBody`], so it runs the same against Envoy and against the simulated
+//! buffer of the tests.
+//!
+//! Every byte released has been checked: a window is due when its text reaches
+//! `window_chars`, when the stream finishes, when the held bytes reach `max_hold_bytes` or when
+//! its first text has waited `max_hold_ms`. Each window repeats the last `overlap_chars` of the
+//! previous one, so a phrase split across two windows is seen whole. Text that arrives while a
+//! check is in flight is checked before anything is released. A blocked window is replaced by a
+//! deny chunk (`finish_reason: content_filter`) and `data: [DONE]`, and the rest of the
+//! provider's stream is dropped.
+
+use crate::deny::{stream_tail, Identity};
+use crate::extract::ChunkView;
+use crate::restore::StreamRestore;
+use crate::verdict::Verdict;
+use aigw_shared::sse::{complete_events_len, Decoder, Event};
+
+/// Envoy's held response body as the plugin can touch it.
+pub trait HeldBody {
+    fn size(&self) -> usize;
+    fn read(&self, start: usize, len: usize) -> Vec<u8>;
+    /// Replaces the first `size` bytes with `data` (`size` 0 prepends).
+    fn replace_prefix(&mut self, size: usize, data: &[u8]);
+}
+
+/// What the plugin does next with the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Keep holding (`Pause`).
+    Hold,
+    /// Send what the body now holds (`Continue`, or resume from a callback).
+    Release,
+    /// Check this text, holding meanwhile; report with [`StreamHold::on_verdict`].
+    Check(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub window_chars: usize,
+    pub overlap_chars: usize,
+    pub max_hold_bytes: usize,
+    pub max_hold_ms: u64,
+}
+
+pub struct StreamHold {
+    windows: Windows,
+    /// Check the text at all (a stream held only to restore placeholders is not checked).
+    checking: bool,
+    deny_message: String,
+    decoder: Decoder,
+    /// The bytes of the body not yet released: the carry after a release, else what Envoy holds.
+    held: Vec<u8>,
+    /// Envoy's buffer starts with `held` (we paused); false after a release, when `held` is
+    /// the carry and must be put back in front.
+    envoy_holds: bool,
+    /// Text of complete held events not yet checked.
+    unchecked: String,
+    unchecked_chars: usize,
+    /// The end of the last checked text, repeated at the start of the next window.
+    overlap: String,
+    in_check: bool,
+    hold_since_ms: Option<u64>,
+    /// The stream finished (`finish_reason`, `[DONE]` or end of body): check without waiting.
+    finishing: bool,
+    ended: bool,
+    denied: bool,
+    identity: Identity,
+    restore: Option<StreamRestore>,
+    /// Largest number of bytes held at once, for the memory figures.
+    peak_held: usize,
+}
+
+impl StreamHold {
+    pub fn new(
+        windows: Windows,
+        checking: bool,
+        deny_message: String,
+        identity: Identity,
+        restore: Option<StreamRestore>,
+    ) -> StreamHold {
+        StreamHold {
+            windows,
+            checking,
+            deny_message,
+            decoder: Decoder::new(),
+            held: Vec::new(),
+            envoy_holds: false,
+            unchecked: String::new(),
+            unchecked_chars: 0,
+            overlap: String::new(),
+            in_check: false,
+            hold_since_ms: None,
+            finishing: false,
+            ended: false,
+            denied: false,
+            identity,
+            restore,
+            peak_held: 0,
+        }
+    }
+
+    /// A body callback: `body` is everything Envoy holds, `end` the end of the stream.
+    pub fn on_body(&mut self, body: &mut dyn HeldBody, end: bool, now_ms: u64) -> Step {
+        if self.denied {
+            if body.size() > 0 {
+                body.replace_prefix(body.size(), b"");
+            }
+            return if self.in_check {
+                Step::Hold
+            } else {
+                Step::Release
+            };
+        }
+        if !self.envoy_holds && !self.held.is_empty() {
+            body.replace_prefix(0, &self.held);
+        }
+        self.envoy_holds = true;
+        let known = self.held.len();
+        let len = body.size();
+        if len > known {
+            let new = body.read(known, len - known);
+            self.feed(&new, now_ms);
+            self.held.extend_from_slice(&new);
+            self.peak_held = self.peak_held.max(self.held.len());
+        }
+        if end {
+            self.ended = true;
+            self.finishing = true;
+            if let Some(event) = self.decoder.finish() {
+                self.on_event(&event, now_ms);
+            }
+        }
+        self.next(body, now_ms)
+    }
+
+    /// The verdict on the text of the last [`Step::Check`].
+    pub fn on_verdict(&mut self, body: &mut dyn HeldBody, verdict: &Verdict, now_ms: u64) -> Step {
+        self.in_check = false;
+        if self.denied {
+            return Step::Release;
+        }
+        if verdict.is_block() {
+            let tail = stream_tail(&self.deny_message, &self.identity);
+            body.replace_prefix(body.size(), &tail);
+            self.denied = true;
+            self.held = Vec::new();
+            self.unchecked = String::new();
+            self.envoy_holds = false;
+            return Step::Release;
+        }
+        self.next(body, now_ms)
+    }
+
+    /// A timer tick: starts the check of a window that has waited too long.
+    pub fn on_tick(&mut self, now_ms: u64) -> Step {
+        if self.denied || self.in_check || !self.envoy_holds || !self.window_due(now_ms) {
+            return Step::Hold;
+        }
+        Step::Check(self.take_window())
+    }
+
+    /// The time at which a held window becomes due, for the timer.
+    pub fn due_at_ms(&self) -> Option<u64> {
+        (!self.in_check && !self.denied && self.envoy_holds)
+            .then_some(self.hold_since_ms?)
+            .map(|since| since + self.windows.max_hold_ms)
+    }
+
+    /// Bytes Envoy holds for this stream (outside a body callback, when it is paused).
+    pub fn held_len(&self) -> usize {
+        if self.envoy_holds {
+            self.held.len()
+        } else {
+            0
+        }
+    }
+
+    /// The whole body has been seen and nothing is held any more.
+    pub fn is_done(&self) -> bool {
+        (self.ended && !self.in_check && self.held.is_empty()) || self.denied
+    }
+
+    /// Placeholders restored so far.
+    pub fn restored(&self) -> u64 {
+        self.restore.as_ref().map_or(0, StreamRestore::restored)
+    }
+
+    pub fn peak_held_bytes(&self) -> usize {
+        self.peak_held
+    }
+
+    fn next(&mut self, body: &mut dyn HeldBody, now_ms: u64) -> Step {
+        if self.in_check {
+            return Step::Hold;
+        }
+        if self.window_due(now_ms) {
+            return Step::Check(self.take_window());
+        }
+        if self.unchecked.is_empty() {
+            self.release(body);
+            return Step::Release;
+        }
+        Step::Hold
+    }
+
+    fn window_due(&self, now_ms: u64) -> bool {
+        !self.unchecked.is_empty()
+            && (self.finishing
+                || self.unchecked_chars >= self.windows.window_chars
+                || self.held.len() >= self.windows.max_hold_bytes
+                || self
+                    .hold_since_ms
+                    .is_some_and(|since| now_ms.saturating_sub(since) >= self.windows.max_hold_ms))
+    }
+
+    fn take_window(&mut self) -> String {
+        let mut text = std::mem::take(&mut self.overlap);
+        text.push_str(&self.unchecked);
+        self.unchecked.clear();
+        self.unchecked_chars = 0;
+        self.hold_since_ms = None;
+        self.in_check = true;
+        self.overlap = tail_chars(&text, self.windows.overlap_chars).to_string();
+        text
+    }
+
+    /// Sends every complete held event (all of it at the end of the stream), carrying the rest.
+    fn release(&mut self, body: &mut dyn HeldBody) {
+        let n = if self.ended {
+            self.held.len()
+        } else {
+            complete_events_len(&self.held)
+        };
+        match self.restore.as_mut() {
+            Some(restore) => {
+                let out = restore.rewrite(&self.held[..n], self.ended);
+                body.replace_prefix(body.size(), &out);
+            }
+            None if n < self.held.len() => body.replace_prefix(body.size(), &self.held[..n]),
+            None => {}
+        }
+        self.held.drain(..n);
+        self.envoy_holds = false;
+    }
+
+    fn feed(&mut self, bytes: &[u8], now_ms: u64) {
+        let mut events: Vec<Event> = Vec::new();
+        self.decoder.push_with(bytes, |e| events.push(e));
+        for event in &events {
+            self.on_event(event, now_ms);
+        }
+    }
+
+    fn on_event(&mut self, event: &Event, now_ms: u64) {
+        if event.is_done() {
+            self.finishing = true;
+            return;
+        }
+        if !self.checking && !self.identity.id.is_empty() {
+            return;
+        }
+        let Ok(chunk) = serde_json::from_str::<ChunkView>(&event.data) else {
+            return;
+        };
+        if self.identity.id.is_empty() {
+            if let Some(id) = chunk.id.as_deref().filter(|id| !id.is_empty()) {
+                self.identity.id = id.to_string();
+                if let Some(model) = chunk.model.as_deref().filter(|m| !m.is_empty()) {
+                    self.identity.model = model.to_string();
+                }
+                if let Some(created) = chunk.created {
+                    self.identity.created = created;
+                }
+            }
+        }
+        if !self.checking {
+            return;
+        }
+        let text = chunk.text();
+        if !text.is_empty() {
+            if self.unchecked.is_empty() {
+                self.hold_since_ms = Some(now_ms);
+            }
+            self.unchecked_chars += text.chars().count();
+            self.unchecked.push_str(&text);
+        }
+        if chunk.finishes() {
+            self.finishing = true;
+        }
+    }
+}
+
+/// The last `n` characters of `text`.
+pub fn tail_chars(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    match text.char_indices().rev().nth(n - 1) {
+        Some((i, _)) => &text[i..],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+pub mod sim {
+    //! Envoy's held response body, simulated: paused bytes stay, released bytes go to the client.
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct Envoy {
+        pub buffer: Vec<u8>,
+        pub client: Vec<u8>,
+    }
+
+    impl HeldBody for Envoy {
+        fn size(&self) -> usize {
+            self.buffer.len()
+        }
+        fn read(&self, start: usize, len: usize) -> Vec<u8> {
+            self.buffer[start..start + len].to_vec()
+        }
+        fn replace_prefix(&mut self, size: usize, data: &[u8]) {
+            self.buffer.splice(..size, data.iter().copied());
+        }
+    }
+
+    /// The content a chunk stream carries, all chunks together.
+    pub fn streamed_text(body: &[u8]) -> String {
+        aigw_shared::sse::Decoder::new()
+            .push(body)
+            .filter(|e| !e.is_done())
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    impl Envoy {
+        pub fn release(&mut self) {
+            let out = std::mem::take(&mut self.buffer);
+            self.client.extend_from_slice(&out);
+        }
+    }
+
+    /// Feeds `stream` in pieces cut at `cuts`, checking windows with `check` right away (the
+    /// local backend's way); returns what the client received.
+    pub fn run(
+        hold: &mut StreamHold,
+        stream: &[u8],
+        cuts: &[usize],
+        mut check: impl FnMut(&str) -> Verdict,
+    ) -> Vec<u8> {
+        let mut envoy = Envoy::default();
+        let mut start = 0;
+        let ends: Vec<usize> = cuts.iter().copied().chain([stream.len()]).collect();
+        for (i, &end) in ends.iter().enumerate() {
+            envoy.buffer.extend_from_slice(&stream[start..end]);
+            start = end;
+            let last = i == ends.len() - 1;
+            let mut step = hold.on_body(&mut envoy, last, 0);
+            while let Step::Check(text) = step {
+                let verdict = check(&text);
+                step = hold.on_verdict(&mut envoy, &verdict, 0);
+            }
+            if step == Step::Release {
+                envoy.release();
+            }
+        }
+        envoy.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sim::{run, streamed_text as text_of, Envoy};
+    use super::*;
+    use crate::verdict::Finding;
+    use aigw_shared::sse::Decoder;
+    use serde_json::{json, Value};
+
+    const WINDOWS: Windows = Windows {
+        window_chars: 20,
+        // At least the longest phrase checked for, less one.
+        overlap_chars: 13,
+        max_hold_bytes: 1 << 20,
+        max_hold_ms: 1000,
+    };
+
+    fn stream_of(pieces: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 3, "model": "gpt-x",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string()
+        };
+        aigw_shared::sse::write_data(
+            &mut out,
+            &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        );
+        for p in pieces {
+            aigw_shared::sse::write_data(&mut out, &chunk(json!({"content": p}), Value::Null));
+        }
+        aigw_shared::sse::write_data(&mut out, &chunk(json!({}), json!("stop")));
+        out.extend_from_slice(aigw_shared::sse::DONE);
+        out
+    }
+
+    fn hold() -> StreamHold {
+        StreamHold::new(WINDOWS, true, "blocked".into(), Identity::default(), None)
+    }
+
+    fn deny_word(word: &'static str) -> impl FnMut(&str) -> Verdict {
+        move |text: &str| {
+            if text.contains(word) {
+                Verdict::Block(Finding::new("local", "deny_word"))
+            } else {
+                Verdict::Pass
+            }
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "Once ",
+        "upon a ",
+        "time there ",
+        "was a ",
+        "forbidden",
+        " word ",
+        "in the ",
+        "middle ",
+        "of a ",
+        "long story.",
+    ];
+
+    #[test]
+    fn clean_stream_passes_byte_for_byte_at_every_split() {
+        let stream = stream_of(PIECES);
+        for cut in 0..=stream.len() {
+            let out = run(&mut hold(), &stream, &[cut], deny_word("nothing"));
+            assert_eq!(out, stream, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_deny_word_split_at_any_byte_is_caught() {
+        let stream = stream_of(PIECES);
+        for a in 0..=stream.len() {
+            for b in (a..=stream.len()).step_by(97) {
+                let out = run(&mut hold(), &stream, &[a, b], deny_word("forbidden word"));
+                let text = text_of(&out);
+                assert!(!text.contains("forbidden word"), "splits {a},{b}: {text}");
+                assert!(text.ends_with("blocked"), "splits {a},{b}: {text}");
+                let events: Vec<_> = Decoder::new().push(&out).collect();
+                assert!(events.last().unwrap().is_done(), "splits {a},{b}");
+                let deny: Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
+                assert_eq!(deny["choices"][0]["finish_reason"], "content_filter");
+                assert_eq!(
+                    deny["id"], "chatcmpl-9",
+                    "the deny chunk continues the same completion"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_phrase_across_two_windows_is_seen_thanks_to_the_overlap() {
+        // Windows of 20 characters: "forbidden" ends the second window, " word" starts the third.
+        let stream = stream_of(PIECES);
+        let cuts: Vec<usize> = (1..stream.len()).step_by(40).collect();
+        let mut windows = Vec::new();
+        let out = run(&mut hold(), &stream, &cuts, |text: &str| {
+            windows.push(text.to_string());
+            deny_word("forbidden word")(text)
+        });
+        assert!(text_of(&out).ends_with("blocked"));
+        assert!(windows.len() >= 2);
+        assert!(
+            windows.iter().any(|w| w.contains("forbidden word")),
+            "{windows:?}"
+        );
+    }
+
+    #[test]
+    fn windows_hold_about_window_chars_and_release_in_order() {
+        let pieces: Vec<String> = (0..100).map(|i| format!("w{i:02} ")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let stream = stream_of(&refs);
+        let mut sizes = Vec::new();
+        let out = run(
+            &mut hold(),
+            &stream,
+            &(1..stream.len()).step_by(50).collect::<Vec<_>>(),
+            |t: &str| {
+                sizes.push(t.chars().count());
+                Verdict::Pass
+            },
+        );
+        assert_eq!(out, stream);
+        assert!(
+            sizes
+                .iter()
+                .all(|&n| n <= WINDOWS.window_chars + WINDOWS.overlap_chars + 4),
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn text_arriving_during_a_callout_is_checked_before_release() {
+        let stream = stream_of(PIECES);
+        let mut envoy = Envoy::default();
+        let mut h = hold();
+        // The first 30 characters arrive and go out for checking.
+        let split = stream.len() / 2;
+        envoy.buffer.extend_from_slice(&stream[..split]);
+        let step = h.on_body(&mut envoy, false, 0);
+        assert!(matches!(step, Step::Check(_)));
+        // The rest arrives while the callout is in flight: held, not released.
+        envoy.buffer.extend_from_slice(&stream[split..]);
+        assert_eq!(h.on_body(&mut envoy, true, 0), Step::Hold);
+        // The first verdict passes; the text that arrived meanwhile must be checked too.
+        match h.on_verdict(&mut envoy, &Verdict::Pass, 0) {
+            Step::Check(text) => assert!(text.contains("long story")),
+            other => panic!("expected a check of the late text, got {other:?}"),
+        }
+        assert_eq!(h.on_verdict(&mut envoy, &Verdict::Pass, 0), Step::Release);
+        envoy.release();
+        assert_eq!(envoy.client, stream);
+    }
+
+    #[test]
+    fn a_window_that_waits_too_long_is_checked_on_the_tick() {
+        let stream = stream_of(&["short"]);
+        let mut envoy = Envoy::default();
+        let mut h = hold();
+        let cut = stream.len() - 60; // the finish chunk and [DONE] have not arrived
+        envoy.buffer.extend_from_slice(&stream[..cut]);
+        assert_eq!(h.on_body(&mut envoy, false, 100), Step::Hold);
+        assert_eq!(h.due_at_ms(), Some(1100));
+        assert_eq!(h.on_tick(500), Step::Hold);
+        assert_eq!(h.on_tick(1100), Step::Check("short".into()));
+        assert_eq!(
+            h.on_verdict(&mut envoy, &Verdict::Pass, 1100),
+            Step::Release
+        );
+        envoy.release();
+        assert_eq!(text_of(&envoy.client), "short");
+    }
+
+    #[test]
+    fn held_bytes_are_bounded() {
+        let windows = Windows {
+            max_hold_bytes: 2000,
+            window_chars: 1 << 20,
+            ..WINDOWS
+        };
+        let pieces: Vec<String> = (0..500).map(|i| format!("{i} ")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let stream = stream_of(&refs);
+        let mut h = StreamHold::new(windows, true, "x".into(), Identity::default(), None);
+        let cuts: Vec<usize> = (1..stream.len()).step_by(97).collect();
+        let out = run(&mut h, &stream, &cuts, |_| Verdict::Pass);
+        assert_eq!(out, stream);
+        assert!(
+            h.peak_held_bytes() < 2000 + 200,
+            "held {}",
+            h.peak_held_bytes()
+        );
+    }
+
+    #[test]
+    fn no_panic_on_any_input() {
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        for round in 0..300 {
+            let mut bytes = Vec::new();
+            for _ in 0..(round % 40) * 10 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let alphabet = b"data: {}\n\r\"choices[]delta:content xyz\xff\xe4";
+                bytes.push(alphabet[(rng % alphabet.len() as u64) as usize]);
+            }
+            let cuts: Vec<usize> = (1..bytes.len()).step_by(1 + round % 9).collect();
+            let _ = run(&mut hold(), &bytes, &cuts, deny_word("xyz"));
+        }
+    }
+
+    #[test]
+    fn tail_chars_counts_characters() {
+        assert_eq!(tail_chars("héllo wörld", 5), "wörld");
+        assert_eq!(tail_chars("ab", 5), "ab");
+        assert_eq!(tail_chars("ab", 0), "");
+    }
+}
