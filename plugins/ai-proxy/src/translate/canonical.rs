@@ -46,6 +46,21 @@ pub fn data_url(url: &str) -> Option<(&str, &str)> {
     url.strip_prefix("data:")?.split_once(";base64,")
 }
 
+/// A model name that can stand in a URL path as it is (providers that name the model in the
+/// path): letters, digits, `.`, `_`, `-` and `@`; anything else could reach another resource
+/// with the provider's key, and is a 400.
+pub fn path_model(model: &str) -> Result<&str, ApiError> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    if !model.is_empty() && model.chars().all(safe) {
+        Ok(model)
+    } else {
+        Err(ApiError::invalid_request(
+            Some("model"),
+            format!("model: {model:?} is not a model name this provider takes"),
+        ))
+    }
+}
+
 /// An unsupported message role, as a 400 naming the message.
 pub fn unsupported_role(index: usize, role: &str) -> ApiError {
     ApiError::invalid_request(

@@ -65,7 +65,8 @@ impl Gemini {
 
 impl ProviderAdapter for Gemini {
     fn chat_request(&mut self, request: ChatRequest, model: &str) -> Result<Vec<u8>, ApiError> {
-        self.model = model.strip_prefix("models/").unwrap_or(model).to_string();
+        self.model =
+            canonical::path_model(model.strip_prefix("models/").unwrap_or(model))?.to_string();
         self.stream = request.is_stream();
         self.writer.include_usage = request.include_usage();
         self.writer.model = self.model.clone();
@@ -538,6 +539,23 @@ mod tests {
         );
         assert_eq!(body["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
         assert_eq!(body["safetySettings"][0]["threshold"], "BLOCK_ONLY_HIGH");
+    }
+
+    #[test]
+    fn models_that_would_change_the_path_are_refused() {
+        let request = || {
+            serde_json::from_value::<ChatRequest>(json!({"model": "x", "messages": []})).unwrap()
+        };
+        for model in ["../../v1beta/files", "m:countTokens", "a/b", "m?key=x", ""] {
+            assert_eq!(
+                adapter().chat_request(request(), model).unwrap_err().status,
+                400,
+                "{model}"
+            );
+        }
+        assert!(adapter()
+            .chat_request(request(), "gemini-2.5-flash-preview-05-20")
+            .is_ok());
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl ProviderAdapter for Vertex {
                 format!("model: {model} needs a Vertex AI project (vertexAuthKey); express mode serves Gemini models only"),
             ));
         }
+        let model = super::canonical::path_model(model)?;
         let operation = if request.is_stream() {
             "streamRawPredict"
         } else {
