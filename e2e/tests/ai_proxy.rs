@@ -921,6 +921,38 @@ fn every_openai_compatible_provider_is_addressed_as_documented() {
             Some("authorization"),
             true,
         ),
+        (
+            "cerebras",
+            json!({}),
+            "api.cerebras.ai",
+            "/v1/chat/completions",
+            Some("authorization"),
+            false,
+        ),
+        (
+            "nvidia",
+            json!({}),
+            "integrate.api.nvidia.com",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "sambanova",
+            json!({}),
+            "api.sambanova.ai",
+            "/v1/chat/completions",
+            Some("authorization"),
+            true,
+        ),
+        (
+            "deepinfra",
+            json!({}),
+            "api.deepinfra.com",
+            "/v1/openai/chat/completions",
+            Some("authorization"),
+            true,
+        ),
     ];
     // As an upstream filter ai-proxy sets the provider's host too. One cluster per provider
     // type, all on the mock; their filters share one VM (same plugin, same config).
@@ -1005,42 +1037,56 @@ fn every_openai_compatible_provider_is_addressed_as_documented() {
 }
 
 /// The topology DESIGN recommends: ai-proxy as the client edge first in the chain, and as the
-/// provider edge on each route's cluster (upstream filter). Two routes, one per provider
-/// format, so each official SDK runs against both.
+/// provider edge on each route's cluster (upstream filter). One route per provider format
+/// (OpenAI, Anthropic, Gemini, Bedrock), so each official SDK runs against all of them.
 struct SdkGateway {
     envoy: Envoy,
-    _openai: MockServer,
-    _anthropic: MockServer,
+    _mocks: Vec<MockServer>,
 }
+
+/// The provider formats each official SDK is driven over.
+const SDK_BACKENDS: [&str; 4] = [
+    "openai-backed",
+    "anthropic-backed",
+    "gemini-backed",
+    "bedrock-backed",
+];
 
 fn sdk_gateway() -> &'static SdkGateway {
     static GATEWAY: std::sync::OnceLock<SdkGateway> = std::sync::OnceLock::new();
     GATEWAY.get_or_init(|| {
         let openai = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
         let anthropic = MockServer::start(e2e::AnthropicMock::with_key(ANTHROPIC_KEY));
+        let gemini = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_KEY));
+        let bedrock = MockServer::start(e2e::mock::bedrock::BedrockMock::new(AWS_ACCESS_KEY, AWS_SECRET, "us-east-1"));
         let providers = json!({"providers": [
             {"id": "openai", "type": "openai", "apiTokens": [OPENAI_KEY], "modelMapping": {"*": "gpt-4o-mini"}},
-            {"id": "claude", "type": "claude", "apiTokens": [ANTHROPIC_KEY], "modelMapping": {"*": "claude-sonnet-4-5"}}
+            {"id": "claude", "type": "claude", "apiTokens": [ANTHROPIC_KEY], "modelMapping": {"*": "claude-sonnet-4-5"}},
+            {"id": "gemini", "type": "gemini", "apiTokens": [GEMINI_KEY], "modelMapping": {"*": "gemini-2.5-flash"}},
+            bedrock_provider("bedrock", AWS_SECRET)
         ]});
         let edge = e2e::config::wasm_filter("ai-proxy", &providers);
-        let envoy = Envoy::start(
-            &Gateway::new()
-                .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
-                .route("openai-backed", "/openai-backed/", "openai-backed")
-                .route("anthropic-backed", "/anthropic-backed/", "anthropic-backed")
-                .raw_cluster(provider_cluster("openai-backed", &[ProviderEndpoint::new(openai.addr, "openai")], vec![edge.clone()]))
-                .raw_cluster(provider_cluster("anthropic-backed", &[ProviderEndpoint::new(anthropic.addr, "claude")], vec![edge]))
-                .to_json(),
-        );
-        SdkGateway { envoy, _openai: openai, _anthropic: anthropic }
+        let mut gateway = Gateway::new().plugin_instance("ai-proxy", "ai-proxy-client", json!({}));
+        for (backend, mock, provider) in [
+            ("openai-backed", &openai, "openai"),
+            ("anthropic-backed", &anthropic, "claude"),
+            ("gemini-backed", &gemini, "gemini"),
+            ("bedrock-backed", &bedrock, "bedrock"),
+        ] {
+            gateway = gateway
+                .route(backend, &format!("/{backend}/"), backend)
+                .raw_cluster(provider_cluster(backend, &[ProviderEndpoint::new(mock.addr, provider)], vec![edge.clone()]));
+        }
+        let envoy = Envoy::start(&gateway.to_json());
+        SdkGateway { envoy, _mocks: vec![openai, anthropic, gemini, bedrock] }
     })
 }
 
 #[test]
-fn official_openai_sdk_streaming_and_tools_over_both_provider_formats() {
+fn official_openai_sdk_streaming_and_tools_over_every_provider_format() {
     let gateway = sdk_gateway();
     let _report = gateway.envoy.report_on_failure();
-    for backend in ["openai-backed", "anthropic-backed"] {
+    for backend in SDK_BACKENDS {
         let base = gateway.envoy.url(&format!("/{backend}/v1"));
         let chat = e2e::python::run_script(
             "openai_chat.py",
@@ -1069,10 +1115,10 @@ fn official_openai_sdk_streaming_and_tools_over_both_provider_formats() {
 }
 
 #[test]
-fn official_anthropic_sdk_streaming_and_tools_over_both_provider_formats() {
+fn official_anthropic_sdk_streaming_and_tools_over_every_provider_format() {
     let gateway = sdk_gateway();
     let _report = gateway.envoy.report_on_failure();
-    for backend in ["openai-backed", "anthropic-backed"] {
+    for backend in SDK_BACKENDS {
         let base = gateway.envoy.url(&format!("/{backend}"));
         let out = e2e::python::run_script(
             "anthropic_chat.py",
@@ -1099,4 +1145,631 @@ fn official_anthropic_sdk_streaming_and_tools_over_both_provider_formats() {
         assert_eq!(out["tools"]["stop_reason"], "tool_use", "{backend}");
         assert_eq!(out["tools"]["followup_text"], text.as_str(), "{backend}");
     }
+}
+
+// ----- native providers: Gemini, Bedrock, Cohere, Ollama, Vertex AI -----
+
+const GEMINI_KEY: &str = "AIzaSy-provider-gemini-0123456789";
+const AWS_ACCESS_KEY: &str = "AKIDMOCKPROVIDER0001";
+const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYMOCKSECRET";
+const COHERE_KEY: &str = "co-provider-cohere-0123456789";
+
+fn with_tools(mut body: Value) -> Value {
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    body
+}
+
+fn with_usage(mut body: Value) -> Value {
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    body
+}
+
+/// Checks an OpenAI stream's framing: role first, a finish chunk, `[DONE]` last.
+fn assert_openai_stream(streamed: &e2e::client::Streamed, finish: &str) {
+    assert_eq!(
+        streamed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&streamed.body)
+    );
+    let chunks = streamed.chunks();
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"]["role"], "assistant",
+        "{chunks:#?}"
+    );
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == finish),
+        "finish {finish}: {chunks:#?}"
+    );
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+}
+
+fn streamed_call(streamed: &e2e::client::Streamed) -> (String, Value) {
+    let chunks = streamed.chunks();
+    let name = chunks
+        .iter()
+        .find_map(|c| {
+            c.pointer("/choices/0/delta/tool_calls/0/function/name")?
+                .as_str()
+        })
+        .unwrap_or_default()
+        .to_string();
+    (
+        name,
+        serde_json::from_str(&tool_arguments(&chunks)).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn gemini_provider_chat_streams_tools_usage_and_safety_blocks() {
+    let mock = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_KEY));
+    let envoy = gateway(
+        json!({"provider": {"type": "gemini", "apiTokens": [GEMINI_KEY], "modelMapping": {"gpt-*": "gemini-2.5-flash"},
+               "geminiSafetySetting": {"HARM_CATEGORY_HARASSMENT": "BLOCK_ONLY_HIGH"}}}),
+        mock.addr,
+    );
+    let _report = envoy.report_on_failure();
+    let url = envoy.url("/v1/chat/completions");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let text = content_pieces(5, None).collect::<String>();
+
+    let reply = post_json(&url, &chat("gpt-4o"), &[("authorization", &auth)]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let completion = reply.json();
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        text.as_str()
+    );
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    assert_eq!(completion["usage"]["completion_tokens"], 5);
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(sent.header("x-goog-api-key"), Some(GEMINI_KEY));
+    assert_eq!(
+        sent.header("authorization"),
+        None,
+        "the client's key is not forwarded"
+    );
+    let body = sent.json();
+    assert_eq!(body["systemInstruction"]["parts"][0]["text"], "be brief");
+    assert_eq!(
+        body["safetySettings"][0],
+        json!({"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"})
+    );
+
+    // A thinking stream with cached prompt tokens: both counts reach the usage chunk.
+    let mut thinking = with_usage(chat("gpt-4o"));
+    thinking["reasoning_effort"] = json!("low");
+    let streamed = post_stream(&url, &thinking, &[("x-mock-cached-tokens", "7")]);
+    assert_openai_stream(&streamed, "stop");
+    assert_eq!(
+        mock.requests.last().unwrap().path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    assert_eq!(streamed.text(), text);
+    let chunks = streamed.chunks();
+    assert!(chunks
+        .iter()
+        .any(|c| c.pointer("/choices/0/delta/reasoning_content").is_some()));
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 6);
+    assert_eq!(usage["completion_tokens"], 11, "candidates and thoughts");
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 7);
+
+    // Tools, whole and streamed.
+    let reply = post_json(&url, &with_tools(chat("gpt-4o")), &[]);
+    let message = &reply.json()["choices"][0];
+    assert_eq!(message["finish_reason"], "tool_calls");
+    let call = &message["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let streamed = post_stream(&url, &streaming(with_tools(chat("gpt-4o"))), &[]);
+    assert_openai_stream(&streamed, "tool_calls");
+    assert_eq!(
+        streamed_call(&streamed),
+        ("get_weather".to_string(), json!({"city": "Paris"}))
+    );
+    // The tool result goes back as a functionResponse named after the call.
+    let id = call["id"].as_str().unwrap();
+    let mut followup = with_tools(chat("gpt-4o"));
+    followup["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+        json!({"role": "tool", "tool_call_id": id, "content": "18 C"}),
+    ]);
+    let reply = post_json(&url, &followup, &[]);
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        text.as_str()
+    );
+    let contents = mock.requests.last().unwrap().json()["contents"].clone();
+    assert_eq!(
+        contents[2]["parts"][0]["functionResponse"],
+        json!({"name": "get_weather", "response": {"result": "18 C"}})
+    );
+
+    // Safety blocks, of the prompt and of the answer, are `content_filter`.
+    let blocked = post_json(&url, &chat("gpt-4o"), &[("x-mock-safety", "prompt")]);
+    assert_eq!(
+        blocked.json()["choices"][0]["finish_reason"],
+        "content_filter"
+    );
+    let streamed = post_stream(
+        &url,
+        &streaming(chat("gpt-4o")),
+        &[("x-mock-safety", "response")],
+    );
+    assert_openai_stream(&streamed, "content_filter");
+
+    // An Anthropic client over Gemini.
+    let streamed = post_stream(
+        &envoy.url("/v1/messages"),
+        &streaming(anthropic_message("gpt-4o")),
+        &ANTHROPIC_HEADERS,
+    );
+    let kinds: Vec<String> = streamed.events().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        (
+            kinds.first().map(String::as_str),
+            kinds.last().map(String::as_str)
+        ),
+        (Some("message_start"), Some("message_stop"))
+    );
+
+    // Provider errors keep their status and message.
+    let missing = post_json(&url, &chat("does-not-exist-model"), &[]);
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does-not-exist-model"));
+    assert!(
+        !envoy.log().contains(GEMINI_KEY),
+        "provider keys never reach the logs"
+    );
+    assert!(envoy.wasm_panics().is_empty());
+}
+
+/// Envoy with ai-proxy as the upstream filter of one cluster per provider.
+fn upstream_gateway(
+    config: &Value,
+    clusters: &[(&str, &[ProviderEndpoint])],
+    extra: Vec<Value>,
+    concurrency: u32,
+) -> Envoy {
+    let filter = e2e::config::wasm_filter("ai-proxy", config);
+    let mut gateway = Gateway::new();
+    for (name, endpoints) in clusters {
+        gateway = gateway
+            .raw_cluster(provider_cluster(name, endpoints, vec![filter.clone()]))
+            .raw_route(failover_route(
+                name,
+                &format!("/{name}/"),
+                name,
+                &[401, 403, 429],
+            ));
+    }
+    for cluster in extra {
+        gateway = gateway.raw_cluster(cluster);
+    }
+    Envoy::start_with(
+        &gateway.to_json(),
+        &EnvoyOptions {
+            concurrency,
+            ..Default::default()
+        },
+    )
+}
+
+fn bedrock_provider(id: &str, secret: &str) -> Value {
+    json!({"id": id, "type": "bedrock", "awsAccessKey": AWS_ACCESS_KEY, "awsSecretKey": secret, "awsRegion": "us-east-1",
+           "modelMapping": {"*": "us.amazon.nova-micro-v1:0"}})
+}
+
+#[test]
+fn bedrock_requests_are_signed_and_event_streams_translated() {
+    let mock = MockServer::start(
+        e2e::mock::bedrock::BedrockMock::new(AWS_ACCESS_KEY, AWS_SECRET, "us-east-1")
+            .with_api_key("bedrock-api-key-0123"),
+    );
+    let config = json!({"providers": [
+        bedrock_provider("bedrock", AWS_SECRET),
+        {"id": "bedrock-key", "type": "bedrock", "awsRegion": "us-east-1", "apiTokens": ["bedrock-api-key-0123"], "modelMapping": {"*": "us.amazon.nova-micro-v1:0"}},
+        bedrock_provider("bedrock-wrong", "not-the-secret")
+    ]});
+    let envoy = upstream_gateway(
+        &config,
+        &[
+            ("signed", &[ProviderEndpoint::new(mock.addr, "bedrock")]),
+            ("keyed", &[ProviderEndpoint::new(mock.addr, "bedrock-key")]),
+            (
+                "wrong",
+                &[ProviderEndpoint::new(mock.addr, "bedrock-wrong")],
+            ),
+        ],
+        Vec::new(),
+        2,
+    );
+    let _report = envoy.report_on_failure();
+    let url = envoy.url("/signed/v1/chat/completions");
+    let text = content_pieces(5, None).collect::<String>();
+
+    // The mock recomputes each signature from what it received; a 200 means it matched.
+    let reply = post_json(&url, &chat("gpt-4o"), &[("authorization", "Bearer client")]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        text.as_str()
+    );
+    assert_eq!(reply.json()["usage"]["completion_tokens"], 5);
+    let sent = mock.requests.last().unwrap();
+    assert_eq!(sent.path, "/model/us.amazon.nova-micro-v1%3A0/converse");
+    assert_eq!(
+        sent.header("host"),
+        Some("bedrock-runtime.us-east-1.amazonaws.com")
+    );
+    assert!(sent
+        .header("authorization")
+        .unwrap()
+        .starts_with(&format!("AWS4-HMAC-SHA256 Credential={AWS_ACCESS_KEY}/")));
+    assert_eq!(sent.json()["system"], json!([{"text": "be brief"}]));
+
+    let streamed = post_stream(&url, &with_usage(chat("gpt-4o")), &[("x-mock-chunks", "9")]);
+    assert_openai_stream(&streamed, "stop");
+    assert_eq!(streamed.text(), content_pieces(9, None).collect::<String>());
+    assert_eq!(
+        streamed.chunks().last().unwrap()["usage"]["completion_tokens"],
+        9
+    );
+    assert_eq!(
+        mock.requests.last().unwrap().path,
+        "/model/us.amazon.nova-micro-v1%3A0/converse-stream"
+    );
+    let streamed = post_stream(&url, &streaming(with_tools(chat("gpt-4o"))), &[]);
+    assert_openai_stream(&streamed, "tool_calls");
+    assert_eq!(
+        streamed_call(&streamed),
+        ("get_weather".to_string(), json!({"city": "Paris"}))
+    );
+
+    // Exceptions inside the stream and corrupt frames end it with an error, not a clean finish.
+    let throttled = post_stream(
+        &url,
+        &streaming(chat("gpt-4o")),
+        &[("x-mock-exception", "throttlingException")],
+    );
+    let last = throttled.chunks().pop().unwrap();
+    assert_eq!(last["error"]["type"], "throttlingException", "{last}");
+    let corrupt = post_stream(
+        &url,
+        &streaming(chat("gpt-4o")),
+        &[("x-mock-corrupt-frame", "2")],
+    );
+    let last = corrupt.chunks().pop().unwrap();
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("CRC"),
+        "{last}"
+    );
+    assert_eq!(corrupt.data().last().map(String::as_str), Some("[DONE]"));
+
+    // Bedrock API keys instead of signatures; a wrong secret is refused by the provider.
+    let keyed = post_json(
+        &envoy.url("/keyed/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[],
+    );
+    assert_eq!(keyed.status, 200, "{}", keyed.text());
+    assert_eq!(
+        mock.requests.last().unwrap().header("authorization"),
+        Some("Bearer bedrock-api-key-0123")
+    );
+    let wrong = post_json(
+        &envoy.url("/wrong/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[],
+    );
+    assert_eq!(wrong.status, 403);
+    assert!(wrong.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("signature we calculated does not match"));
+
+    // An Anthropic client over Bedrock, streaming.
+    let streamed = post_stream(
+        &envoy.url("/signed/v1/messages"),
+        &streaming(anthropic_message("claude")),
+        &ANTHROPIC_HEADERS,
+    );
+    let events = streamed.events();
+    let said: String = events
+        .iter()
+        .filter_map(|(_, e)| e.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
+    assert_eq!(said, text);
+    assert_eq!(events.last().map(|(k, _)| k.as_str()), Some("message_stop"));
+    assert!(!envoy.log().contains(AWS_SECRET));
+}
+
+#[test]
+fn an_attempt_at_another_provider_inherits_nothing_from_a_bedrock_attempt() {
+    let bedrock = MockServer::start(e2e::mock::bedrock::BedrockMock::new(
+        AWS_ACCESS_KEY,
+        AWS_SECRET,
+        "us-east-1",
+    ));
+    let gemini = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_KEY));
+    // The first attempt is refused (403, wrong secret) and retried on the next priority.
+    let config = json!({"providers": [
+        bedrock_provider("bedrock", "not-the-secret"),
+        {"id": "gemini", "type": "gemini", "apiTokens": [GEMINI_KEY], "modelMapping": {"*": "gemini-2.5-flash"}}
+    ]});
+    let envoy = upstream_gateway(
+        &config,
+        &[(
+            "llm",
+            &[
+                ProviderEndpoint::new(bedrock.addr, "bedrock"),
+                ProviderEndpoint::new(gemini.addr, "gemini"),
+            ],
+        )],
+        Vec::new(),
+        1,
+    );
+    let reply = post_json(
+        &envoy.url("/llm/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[("authorization", "Bearer client")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(bedrock.requests.count(), 1);
+    let sent = gemini.requests.last().unwrap();
+    for header in [
+        "authorization",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "x-amz-security-token",
+    ] {
+        assert_eq!(
+            sent.header(header),
+            None,
+            "{header} leaked into the Gemini attempt"
+        );
+    }
+    assert_eq!(sent.header("x-goog-api-key"), Some(GEMINI_KEY));
+    assert_eq!(sent.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+}
+
+#[test]
+fn cohere_and_ollama_native_providers() {
+    let cohere = MockServer::start(e2e::mock::cohere::CohereMock::with_key(COHERE_KEY));
+    let ollama = MockServer::start(e2e::mock::ollama::OllamaMock::default());
+    let config = json!({"providers": [
+        {"id": "cohere", "type": "cohere", "apiTokens": [COHERE_KEY], "modelMapping": {"*": "command-a-03-2025"}},
+        {"id": "ollama", "type": "ollama-native", "modelMapping": {"*": "llama3.2"}}
+    ]});
+    let envoy = upstream_gateway(
+        &config,
+        &[
+            ("cohere", &[ProviderEndpoint::new(cohere.addr, "cohere")]),
+            ("ollama", &[ProviderEndpoint::new(ollama.addr, "ollama")]),
+        ],
+        Vec::new(),
+        2,
+    );
+    let _report = envoy.report_on_failure();
+    let text = content_pieces(5, None).collect::<String>();
+    for (route, mock, path) in [
+        ("cohere", &cohere, "/v2/chat"),
+        ("ollama", &ollama, "/api/chat"),
+    ] {
+        let url = envoy.url(&format!("/{route}/v1/chat/completions"));
+        let reply = post_json(&url, &chat("gpt-4o"), &[("authorization", "Bearer client")]);
+        assert_eq!(reply.status, 200, "{route}: {}", reply.text());
+        assert_eq!(
+            reply.json()["choices"][0]["message"]["content"],
+            text.as_str(),
+            "{route}"
+        );
+        assert_eq!(reply.json()["usage"]["completion_tokens"], 5, "{route}");
+        assert_eq!(mock.requests.last().unwrap().path, path, "{route}");
+
+        let streamed = post_stream(&url, &with_usage(chat("gpt-4o")), &[("x-mock-chunks", "8")]);
+        assert_openai_stream(&streamed, "stop");
+        assert!(
+            streamed
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/event-stream"),
+            "{route}"
+        );
+        assert_eq!(
+            streamed.text(),
+            content_pieces(8, None).collect::<String>(),
+            "{route}"
+        );
+        assert_eq!(
+            streamed.chunks().last().unwrap()["usage"]["completion_tokens"],
+            8,
+            "{route}"
+        );
+
+        let streamed = post_stream(&url, &streaming(with_tools(chat("gpt-4o"))), &[]);
+        assert_openai_stream(&streamed, "tool_calls");
+        assert_eq!(
+            streamed_call(&streamed),
+            ("get_weather".to_string(), json!({"city": "Paris"})),
+            "{route}"
+        );
+    }
+    let sent = cohere.requests.last().unwrap();
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {COHERE_KEY}").as_str())
+    );
+    assert_eq!(
+        ollama.requests.last().unwrap().header("authorization"),
+        None,
+        "a local server gets no key"
+    );
+    assert_eq!(ollama.requests.last().unwrap().json()["stream"], true);
+    // Cohere's streamed tool plan arrives as reasoning.
+    let streamed = post_stream(
+        &envoy.url("/cohere/v1/chat/completions"),
+        &streaming(with_tools(chat("gpt-4o"))),
+        &[],
+    );
+    let plan: String = streamed
+        .chunks()
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/reasoning_content")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(plan, "I will look it up.");
+    let missing = post_json(
+        &envoy.url("/ollama/v1/chat/completions"),
+        &json!({"model": "x", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(missing.status, 200, "mapped to llama3.2");
+}
+
+struct VertexSetup {
+    envoy: Envoy,
+    tokens: std::sync::Arc<e2e::mock::vertex::IssuedTokens>,
+    vertex: MockServer,
+    _google: MockServer,
+}
+
+/// Vertex AI behind ai-proxy (upstream filter), its token endpoint on the cluster
+/// `google-auth`; `token_endpoint` is where that cluster points.
+fn vertex_setup(token_endpoint: Option<SocketAddr>, refresh_ahead: u64) -> VertexSetup {
+    let tokens = std::sync::Arc::new(e2e::mock::vertex::IssuedTokens::default());
+    let google = MockServer::start(e2e::mock::vertex::GoogleTokenMock::new(tokens.clone()));
+    let vertex = MockServer::start(e2e::mock::vertex::VertexMock::new(
+        "aigw-test-project",
+        "us-east5",
+        tokens.clone(),
+    ));
+    let config = json!({"provider": {"id": "vertex", "type": "vertex", "vertexRegion": "us-east5",
+        "vertexProjectId": "aigw-test-project", "vertexAuthKey": e2e::mock::vertex::test_service_account(),
+        "vertexAuthServiceName": "google-auth", "vertexTokenRefreshAhead": refresh_ahead,
+        "modelMapping": {"gpt-*": "gemini-2.5-flash", "claude-*": "claude-sonnet-4-5@20250929"}}});
+    let auth = e2e::config::static_cluster("google-auth", token_endpoint.unwrap_or(google.addr));
+    let envoy = upstream_gateway(
+        &config,
+        &[("vertex", &[ProviderEndpoint::new(vertex.addr, "vertex")])],
+        vec![auth],
+        1,
+    );
+    VertexSetup {
+        envoy,
+        tokens,
+        vertex,
+        _google: google,
+    }
+}
+
+#[test]
+fn vertex_tokens_are_fetched_with_a_signed_assertion_and_cached() {
+    let setup = vertex_setup(None, 300);
+    let _report = setup.envoy.report_on_failure();
+    let url = setup.envoy.url("/vertex/v1/chat/completions");
+    let text = content_pieces(5, None).collect::<String>();
+    for _ in 0..3 {
+        let reply = post_json(&url, &chat("gpt-4o"), &[("authorization", "Bearer client")]);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            reply.json()["choices"][0]["message"]["content"],
+            text.as_str()
+        );
+    }
+    assert_eq!(setup.tokens.count(), 1, "one token for three requests");
+    let sent = setup.vertex.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/projects/aigw-test-project/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent");
+    assert_eq!(
+        sent.header("host"),
+        Some("us-east5-aiplatform.googleapis.com")
+    );
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer ya29.mock-access-token-1")
+    );
+
+    // Claude on Vertex: rawPredict / streamRawPredict with Anthropic's bodies.
+    let streamed = post_stream(&url, &with_usage(chat("claude-sonnet")), &[]);
+    assert_openai_stream(&streamed, "stop");
+    assert_eq!(streamed.text(), text);
+    assert_eq!(
+        streamed.chunks().last().unwrap()["usage"]["completion_tokens"],
+        5
+    );
+    let sent = setup.vertex.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/projects/aigw-test-project/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict");
+    assert_eq!(sent.json()["anthropic_version"], "vertex-2023-10-16");
+    let reply = post_json(&url, &with_tools(chat("claude-sonnet")), &[]);
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    setup.envoy.wait_for_stats("token fetch counted", |s| {
+        s.get("wasmcustom.provider.vertex.metric.token_fetches") == Some(&1)
+    });
+    assert!(!setup.envoy.log().contains("PRIVATE KEY"));
+}
+
+#[test]
+fn vertex_tokens_are_refreshed_before_they_expire() {
+    // Tokens live 3599 s; replaced 3598 s early, each is used for one second.
+    let setup = vertex_setup(None, 3598);
+    let url = setup.envoy.url("/vertex/v1/chat/completions");
+    assert_eq!(post_json(&url, &chat("gpt-4o"), &[]).status, 200);
+    assert_eq!(post_json(&url, &chat("gpt-4o"), &[]).status, 200);
+    assert_eq!(setup.tokens.count(), 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(post_json(&url, &chat("gpt-4o"), &[]).status, 200);
+    assert_eq!(
+        setup.tokens.count(),
+        2,
+        "a token near its expiry is replaced"
+    );
+}
+
+#[test]
+fn vertex_without_a_token_endpoint_fails_closed_with_a_clear_error() {
+    let setup = vertex_setup(Some(free_closed_port()), 300);
+    let reply = post_json(
+        &setup.envoy.url("/vertex/v1/chat/completions"),
+        &chat("gpt-4o"),
+        &[],
+    );
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Vertex AI access token unavailable"));
+    assert_eq!(setup.vertex.requests.count(), 0);
+    let anthropic = post_json(
+        &setup.envoy.url("/vertex/v1/messages"),
+        &anthropic_message("claude-x"),
+        &ANTHROPIC_HEADERS,
+    );
+    assert_eq!(anthropic.status, 503);
+    assert_eq!(
+        anthropic.json()["type"],
+        "error",
+        "Anthropic clients get Anthropic's error shape"
+    );
+    setup.envoy.wait_for_stats("token failures counted", |s| {
+        s.get("wasmcustom.provider.vertex.metric.token_failures") == Some(&2)
+    });
+    assert!(setup.envoy.wasm_panics().is_empty());
 }

@@ -1309,3 +1309,564 @@ fn official_openai_sdk_completes_a_tool_round_trip_with_the_openai_mock() {
     assert_eq!(requests.len(), 3);
     assert_eq!(requests[2].json()["messages"][2]["role"], "tool");
 }
+
+// ----- native providers: Gemini, Vertex AI, Bedrock, Cohere, Ollama -----
+
+/// `value` without the fields at `paths` (`/`-separated), for fields a recording's model
+/// sends and others do not (e.g. `thoughtsTokenCount` of thinking models).
+fn without(mut value: Value, paths: &[&str]) -> Value {
+    for path in paths {
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        if let Some(object) = value.pointer_mut(parent).and_then(Value::as_object_mut) {
+            object.remove(key);
+        }
+    }
+    value
+}
+
+/// The JSON payloads of a Gemini `alt=sse` body, checking Google's framing: `data:` events
+/// ending with `\r\n\r\n`, no `[DONE]`.
+fn gemini_events(body: &str) -> Vec<Value> {
+    assert!(
+        body.ends_with("\r\n\r\n"),
+        "events end with CRLF CRLF: {body:?}"
+    );
+    body.trim_end()
+        .split("\r\n\r\n")
+        .map(|e| {
+            serde_json::from_str(e.strip_prefix("data: ").expect("data line")).expect("event JSON")
+        })
+        .collect()
+}
+
+const GEMINI_TEST_KEY: &str = "AIzaSy-conformance";
+
+fn gemini_url(server: &MockServer, model: &str, method: &str) -> String {
+    server.url(&format!("/v1beta/models/{model}:{method}"))
+}
+
+#[test]
+fn gemini_answers_have_the_recorded_shape() {
+    let server = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_TEST_KEY));
+    let key = ("x-goog-api-key", GEMINI_TEST_KEY);
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("gemini", "basic.request.json"),
+        fixture_json_in("gemini", "basic.response.json"),
+    ) {
+        let reply = post_json(
+            &gemini_url(&server, "gemini-2.5-flash", "generateContent"),
+            &request,
+            &[key],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        // The recorded model thinks unasked; the mock only when asked.
+        assert_same_shape(
+            "generateContent",
+            &without(real, &["/usageMetadata/thoughtsTokenCount"]),
+            &reply.json(),
+        );
+    }
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("gemini", "tool-call.1.request.json"),
+        fixture_json_in("gemini", "tool-call.1.response.json"),
+    ) {
+        let reply = post_json(
+            &gemini_url(&server, "gemini-2.0-flash", "generateContent"),
+            &request,
+            &[key],
+        );
+        let mock = reply.json();
+        assert!(
+            mock.pointer("/candidates/0/content/parts/0/functionCall/name")
+                .is_some(),
+            "{mock}"
+        );
+        // Arguments follow each request's schema.
+        let args = "/candidates/0/content/parts/0/functionCall/args";
+        let real = without(
+            real,
+            &[
+                "/candidates/0/avgLogprobs",
+                "/usageMetadata/candidatesTokensDetails",
+                args,
+            ],
+        );
+        assert_same_shape_but_newer(
+            "functionCall",
+            &real,
+            &without(mock, &[args]),
+            &[".candidates[0].index"],
+        );
+    }
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("gemini", "streaming.request.json"),
+        fixture_in("gemini", "streaming.response.sse"),
+    ) {
+        let streamed = post_stream(
+            &gemini_url(
+                &server,
+                "gemini-2.0-flash-exp",
+                "streamGenerateContent?alt=sse",
+            ),
+            &request,
+            &[key],
+        );
+        assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
+        let mocked = gemini_events(&String::from_utf8(streamed.body).unwrap());
+        let real = gemini_events(&real);
+        let trim = |e: &Value| without(e.clone(), &["/usageMetadata/candidatesTokensDetails"]);
+        assert_same_shape_but_newer(
+            "first event",
+            &trim(&real[0]),
+            &mocked[0],
+            &[".candidates[0].index"],
+        );
+        assert_same_shape_but_newer(
+            "last event",
+            &trim(real.last().unwrap()),
+            mocked.last().unwrap(),
+            &[".candidates[0].index"],
+        );
+        assert!(mocked[..mocked.len() - 1]
+            .iter()
+            .all(|e| e["candidates"][0].get("finishReason").is_none()));
+        assert_eq!(
+            mocked.last().unwrap()["candidates"][0]["finishReason"],
+            "STOP"
+        );
+    }
+    if let Some(real) = fixture_json_in("gemini", "error-404-not-found.response.json") {
+        let reply = post_json(
+            &gemini_url(&server, "does-not-exist-model", "generateContent"),
+            &json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+            &[key],
+        );
+        assert_eq!(reply.status, 404);
+        assert_same_shape("404", &real, &reply.json());
+    }
+}
+
+#[test]
+fn gemini_refuses_wrong_keys_and_malformed_requests_like_google() {
+    let server = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_TEST_KEY));
+    let url = gemini_url(&server, "gemini-2.5-flash", "generateContent");
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    assert_eq!(
+        post_json(&url, &body, &[]).json()["error"]["status"],
+        "PERMISSION_DENIED"
+    );
+    let wrong = post_json(&url, &body, &[("x-goog-api-key", "nope")]);
+    assert_eq!(
+        (
+            wrong.status,
+            wrong.json()["error"]["message"].as_str().unwrap()
+        ),
+        (400, "API key not valid. Please pass a valid API key.")
+    );
+    let key = [("x-goog-api-key", GEMINI_TEST_KEY)];
+    for (bad, says) in [
+        (json!({"contents": []}), "contents is not specified"),
+        (
+            json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}]}),
+            "valid role",
+        ),
+        (
+            json!({"contents": [{"role": "user", "parts": []}]}),
+            "must not be empty",
+        ),
+        (
+            json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "messages": []}),
+            "Unknown name \"messages\"",
+        ),
+    ] {
+        let reply = post_json(&url, &bad, &key);
+        assert_eq!(reply.status, 400, "{bad}");
+        assert!(
+            reply.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{}",
+            reply.text()
+        );
+    }
+}
+
+#[test]
+fn vertex_answers_have_the_recorded_shape_and_need_a_fresh_token() {
+    let tokens = std::sync::Arc::new(e2e::mock::vertex::IssuedTokens::default());
+    let vertex = MockServer::start(e2e::mock::vertex::VertexMock::new(
+        "proj",
+        "us-central1",
+        tokens.clone(),
+    ));
+    let google = MockServer::start(e2e::mock::vertex::GoogleTokenMock::new(tokens));
+    let url = vertex.url("/v1/projects/proj/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent");
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]});
+    assert_eq!(
+        post_json(&url, &body, &[("authorization", "Bearer ya29.forged")]).status,
+        401
+    );
+    // A token for an assertion signed by someone else is refused.
+    let form = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln";
+    let refused = e2e::client::post(
+        &google.url("/token"),
+        form,
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["error"], "invalid_grant");
+    // A token for the test-only service account, its assertion signed here as the docs say.
+    let account: Value = serde_json::from_str(&e2e::mock::vertex::test_service_account()).unwrap();
+    let assertion = signed_assertion(&account);
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+    );
+    let granted = e2e::client::post(
+        &google.url("/token"),
+        form,
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    let token = format!(
+        "Bearer {}",
+        granted.json()["access_token"].as_str().unwrap()
+    );
+    assert_eq!(granted.json()["token_type"], "Bearer");
+    let reply = post_json(&url, &body, &[("authorization", &token)]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    if let Some(real) = fixture_json_in("gemini", "vertex-basic.response.json") {
+        let real = without(
+            real,
+            &[
+                "/candidates/0/avgLogprobs",
+                "/usageMetadata/candidatesTokensDetails",
+            ],
+        );
+        assert_same_shape_but_newer(
+            "Vertex generateContent",
+            &real,
+            &reply.json(),
+            &[".candidates[0].index"],
+        );
+    }
+}
+
+/// A JWT assertion for `account`, signed RS256 with its private key.
+fn signed_assertion(account: &Value) -> String {
+    use rsa::pkcs8::DecodePrivateKey;
+    let b64 = |data: &[u8]| -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        data.chunks(3)
+            .flat_map(|c| {
+                let n = c
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+                (0..=c.len()).map(move |i| A[(n >> (18 - 6 * i) & 63) as usize] as char)
+            })
+            .collect()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let input = format!(
+        "{}.{}",
+        b64(json!({"alg": "RS256", "typ": "JWT"}).to_string().as_bytes()),
+        b64(json!({"iss": account["client_email"], "aud": "https://oauth2.googleapis.com/token",
+                   "scope": "https://www.googleapis.com/auth/cloud-platform", "iat": now, "exp": now + 3600}).to_string().as_bytes())
+    );
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(account["private_key"].as_str().unwrap()).unwrap();
+    use sha2::Digest;
+    let signature = key
+        .sign(
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            &sha2::Sha256::digest(input.as_bytes()),
+        )
+        .unwrap();
+    format!("{input}.{}", b64(&signature))
+}
+
+fn bedrock_mock() -> MockServer {
+    MockServer::start(
+        e2e::mock::bedrock::BedrockMock::new("AKIDCONFORMANCE", "secret", "us-east-1")
+            .with_api_key("conformance-key"),
+    )
+}
+
+const BEDROCK_KEY: (&str, &str) = ("authorization", "Bearer conformance-key");
+
+#[test]
+fn bedrock_answers_have_the_recorded_shape_and_framing() {
+    let server = bedrock_mock();
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("bedrock-converse", "basic.request.json"),
+        fixture_json_in("bedrock-converse", "basic.response.json"),
+    ) {
+        let reply = post_json(
+            &server.url("/model/us.amazon.nova-micro-v1%3A0/converse"),
+            &request,
+            &[BEDROCK_KEY],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_same_shape("converse", &real, &reply.json());
+    }
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("bedrock-converse", "streaming.request.json"),
+        fixture_json_in("bedrock-converse", "streaming.response.events.json"),
+    ) {
+        let streamed = post_stream(
+            &server.url("/model/us.amazon.nova-micro-v1%3A0/converse-stream"),
+            &request,
+            &[BEDROCK_KEY],
+        );
+        assert_eq!(
+            streamed.header("content-type"),
+            Some("application/vnd.amazon.eventstream")
+        );
+        let frames = e2e::mock::bedrock::decode(&streamed.body).expect("frames with valid CRCs");
+        let kinds: Vec<String> = frames
+            .iter()
+            .map(|(h, _)| {
+                h.iter()
+                    .find(|(k, _)| k == ":event-type")
+                    .unwrap()
+                    .1
+                    .clone()
+            })
+            .collect();
+        let real_kinds: Vec<&str> = real
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["headers"][":event-type"].as_str().unwrap())
+            .collect();
+        let collapse = |k: &[&str]| {
+            let mut v: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+            v.dedup();
+            v
+        };
+        assert_eq!(
+            collapse(&kinds.iter().map(String::as_str).collect::<Vec<_>>()),
+            collapse(&real_kinds),
+            "event sequence"
+        );
+        for (headers, payload) in &frames {
+            let kind = &headers.iter().find(|(k, _)| k == ":event-type").unwrap().1;
+            let recorded = real
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["headers"][":event-type"] == kind.as_str())
+                .unwrap();
+            let header_names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+            let real_names: Vec<&str> = recorded["headers"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(header_names, real_names, "{kind}");
+            assert_same_shape(
+                kind,
+                &recorded["payload"],
+                &serde_json::from_slice(payload).unwrap(),
+            );
+        }
+    }
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("bedrock-converse", "error-400-validation.request.json"),
+        fixture_json_in("bedrock-converse", "error-400-validation.response.json"),
+    ) {
+        let reply = post_json(
+            &server.url("/model/does-not-exist-model-v1%3A0/converse"),
+            &request,
+            &[BEDROCK_KEY],
+        );
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json(), real);
+        assert!(reply
+            .header("x-amzn-errortype")
+            .unwrap()
+            .starts_with("ValidationException"));
+    }
+}
+
+#[test]
+fn bedrock_refuses_unsigned_and_malformed_requests_like_aws() {
+    let server = bedrock_mock();
+    let url = server.url("/model/m/converse");
+    let body = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]});
+    let unsigned = post_json(&url, &body, &[]);
+    assert_eq!(
+        (
+            unsigned.status,
+            unsigned.json()["message"].as_str().unwrap()
+        ),
+        (403, "Missing Authentication Token")
+    );
+    let forged = post_json(&url, &body, &[("authorization", "AWS4-HMAC-SHA256 Credential=AKIDCONFORMANCE/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"), ("x-amz-date", "20250101T000000Z")]);
+    assert_eq!(forged.status, 403);
+    assert!(
+        forged
+            .header("x-amzn-errortype")
+            .unwrap()
+            .starts_with("InvalidSignatureException"),
+        "{}",
+        forged.text()
+    );
+    for (bad, says) in [
+        (
+            json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]}),
+            "must start with a user message",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"text": " "}]}]}),
+            "is blank",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}, {"role": "user", "content": [{"text": "y"}]}]}),
+            "must alternate",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "x"}]}}]}]}),
+            "toolConfig field must be defined",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"text": "x"}]}], "max_tokens": 5}),
+            "extraneous key [max_tokens]",
+        ),
+    ] {
+        let reply = post_json(&url, &bad, &[BEDROCK_KEY]);
+        assert_eq!(reply.status, 400, "{bad}");
+        assert!(
+            reply.json()["message"].as_str().unwrap().contains(says),
+            "{}",
+            reply.text()
+        );
+    }
+}
+
+#[test]
+fn cohere_answers_have_the_recorded_shape() {
+    let server = MockServer::start(e2e::mock::cohere::CohereMock::with_key("co-conformance"));
+    let auth = ("authorization", "Bearer co-conformance");
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("cohere", "basic-2.request.json"),
+        fixture_json_in("cohere", "basic-2.response.json"),
+    ) {
+        let reply = post_json(&server.url("/v2/chat"), &request, &[auth]);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_same_shape("chat", &real, &reply.json());
+    }
+    if let (Some(request), Some(real)) = (
+        fixture_json_in("cohere", "tool-call.request.json"),
+        fixture_json_in("cohere", "tool-call.response.json"),
+    ) {
+        let reply = post_json(&server.url("/v2/chat"), &request, &[auth]);
+        assert_same_shape("tool call", &real, &reply.json());
+    }
+    for (name, request) in [
+        ("streaming", "streaming.request.json"),
+        ("streaming-tool-call", "streaming-tool-call.request.json"),
+    ] {
+        let (Some(request), Some(real)) = (
+            fixture_json_in("cohere", request),
+            fixture_in("cohere", &format!("{name}.response.sse")),
+        ) else {
+            continue;
+        };
+        let streamed = post_stream(&server.url("/v2/chat"), &request, &[auth]);
+        let parse = |body: &str| -> Vec<(String, Value)> {
+            body.split("\n\n")
+                .filter(|e| !e.trim().is_empty() && !e.contains("[DONE]"))
+                .map(|e| {
+                    let kind = e
+                        .lines()
+                        .find_map(|l| l.strip_prefix("event: "))
+                        .unwrap()
+                        .to_string();
+                    (
+                        kind,
+                        serde_json::from_str(
+                            e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap(),
+                        )
+                        .unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let body = String::from_utf8(streamed.body).unwrap();
+        assert!(
+            body.ends_with("data: [DONE]\n\n") && real.ends_with("data: [DONE]\n\n"),
+            "{name}"
+        );
+        let (mocked, real) = (parse(&body), parse(&real));
+        let kinds = |events: &[(String, Value)]| {
+            let mut k: Vec<String> = events.iter().map(|(k, _)| k.clone()).collect();
+            k.dedup();
+            k
+        };
+        assert_eq!(kinds(&mocked), kinds(&real), "{name}: event sequence");
+        for (kind, event) in &mocked {
+            let recorded = &real.iter().find(|(k, _)| k == kind).unwrap().1;
+            assert_same_shape(&format!("{name} {kind}"), recorded, event);
+        }
+    }
+    if let Some(real) = fixture_json_in("cohere", "error-404-model-not-found.response.json") {
+        let reply = post_json(
+            &server.url("/v2/chat"),
+            &json!({"model": "does-not-exist", "messages": [{"role": "user", "content": "hi"}]}),
+            &[auth],
+        );
+        assert_eq!(reply.status, 404);
+        assert_same_shape("404", &real, &reply.json());
+    }
+}
+
+#[test]
+fn ollama_answers_have_the_recorded_shape() {
+    let server = MockServer::start(e2e::mock::ollama::OllamaMock::default());
+    let url = server.url("/api/chat");
+    let ask = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    if let Some(real) = fixture_json_in("ollama", "native-chat.response.json") {
+        assert_same_shape("chat", &real, &post_json(&url, &ask, &[]).json());
+    }
+    if let Some(real) = fixture_json_in("ollama", "native-chat-tool-call.response.json") {
+        let mut tools = ask.clone();
+        tools["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"testInput": {"type": "string"}}}}}]);
+        assert_same_shape("tool call", &real, &post_json(&url, &tools, &[]).json());
+    }
+    if let Some(real) = fixture_in("ollama", "native-chat-streaming.response.ndjson") {
+        let mut stream = ask.clone();
+        stream.as_object_mut().unwrap().remove("stream");
+        let streamed = post_stream(&url, &stream, &[]);
+        assert_eq!(
+            streamed.header("content-type"),
+            Some("application/x-ndjson"),
+            "streams unless told not to"
+        );
+        let lines = |body: &str| -> Vec<Value> {
+            body.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (mocked, real) = (
+            lines(&String::from_utf8(streamed.body).unwrap()),
+            lines(&real),
+        );
+        assert_same_shape("first line", &real[0], &mocked[0]);
+        assert_same_shape("last line", real.last().unwrap(), mocked.last().unwrap());
+        assert_eq!(mocked.iter().filter(|l| l["done"] == true).count(), 1);
+    }
+    let missing = post_json(
+        &url,
+        &json!({"model": "does-not-exist", "messages": []}),
+        &[],
+    );
+    assert_eq!(
+        (missing.status, missing.json()["error"].is_string()),
+        (404, true)
+    );
+}

@@ -4,21 +4,28 @@
 //! is recorded (method, path, headers, body) for assertions on what the gateway sent.
 //!
 //! Wire formats: [`openai`] (Chat Completions, embeddings, models, also under the path prefixes
-//! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments) and [`anthropic`]
-//! (Messages). All of them take the per-request knobs of [`knobs`].
+//! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments), [`anthropic`]
+//! (Messages), [`gemini`] (Gemini API), [`vertex`] (Vertex AI and Google's token endpoint),
+//! [`bedrock`] (Converse, SigV4-checked, event-stream framing), [`cohere`] (Chat v2) and
+//! [`ollama`] (native `/api/chat`). All of them take the per-request knobs of [`knobs`].
 
 pub mod aliyun_green;
 pub mod anthropic;
 pub mod azure;
 pub mod azure_content_safety;
+pub mod bedrock;
 pub mod bedrock_guardrail;
+pub mod cohere;
 pub mod embeddings;
+pub mod gemini;
 pub mod guard_model;
 pub mod knobs;
 pub mod moderation;
+pub mod ollama;
 pub mod openai;
 pub mod openai_moderation;
 pub mod scripted;
+pub mod vertex;
 pub mod webhook;
 pub mod websocket;
 

@@ -12,8 +12,10 @@
 use crate::keys::KeyRing;
 use crate::mapping::ModelMapping;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
+use crate::vertex_auth::ServiceAccount;
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::rules::{parse_object, ConfigError};
+use aigw_shared::sign::AwsCredentials;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::rc::Rc;
@@ -53,6 +55,42 @@ pub struct Provider {
     pub models: Vec<String>,
     /// Seconds a refused key is set aside.
     pub key_cooldown_seconds: u64,
+    pub gemini: GeminiSettings,
+    /// Bedrock: the region, and the credentials that sign requests (without API keys).
+    pub aws: Option<AwsSettings>,
+    /// Bedrock: `additionalModelRequestFields` merged into every request.
+    pub bedrock_fields: Map<String, Value>,
+    /// Vertex AI: where to call, and how to get an access token.
+    pub vertex: Option<VertexSettings>,
+}
+
+#[derive(Debug)]
+pub struct VertexSettings {
+    pub region: String,
+    pub project_id: String,
+    /// The service account whose tokens authorise requests; `None` in express mode (API keys).
+    pub service_account: Option<Rc<ServiceAccount>>,
+    /// The Envoy cluster of Google's token endpoint.
+    pub auth_cluster: String,
+    /// A token is replaced this long before it expires.
+    pub refresh_ahead_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub region: String,
+    pub credentials: Option<AwsCredentials>,
+}
+
+/// Gemini and Vertex (Gemini models) request settings.
+#[derive(Debug, Clone, Default)]
+pub struct GeminiSettings {
+    /// Path version of the Gemini API (`v1beta`).
+    pub api_version: String,
+    /// `safetySettings` sent with every request: (category, threshold).
+    pub safety: Vec<(String, String)>,
+    /// `thinkingConfig.thinkingBudget` when the client sets no reasoning effort.
+    pub thinking_budget: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +126,21 @@ struct RawProvider {
     #[serde(default)]
     models: Vec<String>,
     api_token_cooldown: Option<u64>,
+    api_version: Option<String>,
+    #[serde(default)]
+    gemini_safety_setting: Map<String, Value>,
+    gemini_thinking_budget: Option<i64>,
+    aws_access_key: Option<String>,
+    aws_secret_key: Option<String>,
+    aws_session_token: Option<String>,
+    aws_region: Option<String>,
+    #[serde(default)]
+    bedrock_additional_fields: Map<String, Value>,
+    vertex_region: Option<String>,
+    vertex_project_id: Option<String>,
+    vertex_auth_key: Option<String>,
+    vertex_auth_service_name: Option<String>,
+    vertex_token_refresh_ahead: Option<u64>,
     // Higress keys whose job Envoy does here (route timeouts, retries, health checks): accepted
     // so that Higress configs load, and otherwise unused.
     #[serde(rename = "timeout")]
@@ -203,7 +256,15 @@ impl Provider {
                 "keys must be non-empty single-line strings",
             ));
         }
-        if raw.api_tokens.is_empty() && kind.auth != Auth::None && raw.auth_header_key.is_none() {
+        let aws = aws_settings(&raw, kind)?;
+        let vertex = vertex_settings(&raw, kind)?;
+        let signs = aws.as_ref().is_some_and(|a| a.credentials.is_some())
+            || vertex.as_ref().is_some_and(|v| v.service_account.is_some());
+        if raw.api_tokens.is_empty()
+            && kind.auth != Auth::None
+            && raw.auth_header_key.is_none()
+            && !signs
+        {
             return Err(ConfigError::new(
                 "apiTokens",
                 format!("provider type {} needs at least one key", kind.name),
@@ -255,6 +316,15 @@ impl Provider {
                 "is required for type cloudflare",
             ));
         }
+        if let Some(aws) = &aws {
+            authority = format!("bedrock-runtime.{}.amazonaws.com", aws.region);
+        }
+        if let Some(vertex) = &vertex {
+            authority = match vertex.region.as_str() {
+                "global" => "aiplatform.googleapis.com".to_string(),
+                region => format!("{region}-aiplatform.googleapis.com"),
+            };
+        }
         if let Some(domain) = raw.provider_domain {
             authority = domain;
         }
@@ -264,6 +334,13 @@ impl Provider {
                 format!("provider type {} has no default address: set providerDomain or openaiCustomUrl", kind.name),
             ));
         }
+        let gemini = GeminiSettings {
+            api_version: raw.api_version.unwrap_or_else(|| "v1beta".into()),
+            safety: string_map(&raw.gemini_safety_setting).map_err(|e| {
+                ConfigError::new(format!("geminiSafetySetting.{e}"), "must be a string")
+            })?,
+            thinking_budget: raw.gemini_thinking_budget,
+        };
         Ok(Provider {
             id: raw.id.unwrap_or_else(|| kind.name.to_string()),
             kind,
@@ -279,6 +356,10 @@ impl Provider {
             default_max_tokens: raw.default_max_tokens.unwrap_or(4096),
             models: raw.models,
             key_cooldown_seconds: raw.api_token_cooldown.unwrap_or(60),
+            gemini,
+            aws,
+            bedrock_fields: raw.bedrock_additional_fields,
+            vertex,
         })
     }
 
@@ -305,6 +386,10 @@ impl Provider {
 
     /// The header and value carrying key `key`.
     pub fn auth_header(&self, key: &str) -> Option<(String, String)> {
+        if self.keys.is_empty() {
+            // Providers whose requests are signed, or carry a fetched token, instead.
+            return None;
+        }
         if let Some(name) = &self.auth_header {
             let value = if name == "authorization" {
                 format!("Bearer {key}")
@@ -319,6 +404,110 @@ impl Provider {
             Auth::None => None,
         }
     }
+}
+
+/// Bedrock's region and signing credentials (`awsAccessKey` and `awsSecretKey` together).
+fn aws_settings(
+    raw: &RawProvider,
+    kind: &ProviderType,
+) -> Result<Option<AwsSettings>, ConfigError> {
+    if kind.wire != WireFormat::Bedrock {
+        return Ok(None);
+    }
+    let region = raw
+        .aws_region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ConfigError::new("awsRegion", "is required for type bedrock"))?;
+    let credentials = match (&raw.aws_access_key, &raw.aws_secret_key) {
+        (Some(id), Some(secret)) => Some(AwsCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: raw.aws_session_token.clone(),
+        }),
+        (None, None) => None,
+        (None, _) => {
+            return Err(ConfigError::new(
+                "awsAccessKey",
+                "is required with awsSecretKey",
+            ))
+        }
+        (_, None) => {
+            return Err(ConfigError::new(
+                "awsSecretKey",
+                "is required with awsAccessKey",
+            ))
+        }
+    };
+    Ok(Some(AwsSettings {
+        region,
+        credentials,
+    }))
+}
+
+/// Vertex AI's region, project and service account (`vertexAuthKey`, the key file's JSON);
+/// without a key, `apiTokens` are express-mode API keys.
+fn vertex_settings(
+    raw: &RawProvider,
+    kind: &ProviderType,
+) -> Result<Option<VertexSettings>, ConfigError> {
+    if kind.wire != WireFormat::Vertex {
+        return Ok(None);
+    }
+    let region = raw.vertex_region.clone().unwrap_or_else(|| "global".into());
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ConfigError::new(
+            "vertexRegion",
+            format!("{region:?} is not a region"),
+        ));
+    }
+    let service_account = match raw.vertex_auth_key.as_deref() {
+        None => None,
+        Some(json) => Some(Rc::new(
+            ServiceAccount::parse(json).map_err(|e| ConfigError::new("vertexAuthKey", e))?,
+        )),
+    };
+    let project_id = raw
+        .vertex_project_id
+        .clone()
+        .or_else(|| service_account.as_ref().and_then(|a| a.project_id.clone()))
+        .unwrap_or_default();
+    let auth_cluster = raw.vertex_auth_service_name.clone().unwrap_or_default();
+    if service_account.is_some() {
+        if project_id.is_empty() {
+            return Err(ConfigError::new(
+                "vertexProjectId",
+                "is required with vertexAuthKey",
+            ));
+        }
+        if auth_cluster.is_empty() {
+            return Err(ConfigError::new(
+                "vertexAuthServiceName",
+                "is required with vertexAuthKey (the Envoy cluster of oauth2.googleapis.com)",
+            ));
+        }
+    }
+    Ok(Some(VertexSettings {
+        region,
+        project_id,
+        service_account,
+        auth_cluster,
+        refresh_ahead_ms: raw.vertex_token_refresh_ahead.unwrap_or(300) * 1000,
+    }))
+}
+
+/// The entries of a JSON object of strings; `Err` names the first key whose value is not one.
+fn string_map(map: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            _ => Err(k.clone()),
+        })
+        .collect()
 }
 
 /// `scheme://host[:port]/path?query` → (host[:port], path, query).

@@ -12,18 +12,25 @@ pub mod keys;
 pub mod mapping;
 pub mod models;
 pub mod provider;
+pub mod rs256;
 pub mod translate;
+pub mod vertex_auth;
 
+use aigw_shared::callout::{Callout, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
-use aigw_shared::host;
+use aigw_shared::host::{self, Metrics};
+use aigw_shared::metrics::series_prefix;
 use aigw_shared::rules::RuleSet;
 use config::{Config, Provider};
 use keys::{refuses_key, Cooldowns};
 use provider::WireFormat;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 use translate::{Api, BodyMode, ClientAdapter, ProviderAdapter};
+use vertex_auth::{parse_token_response, ServiceAccount, TokenCache, TokenPlan};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -33,9 +40,24 @@ proxy_wasm::main! {{
 /// Request headers that carry a client's credentials; never forwarded to a provider.
 const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
-#[derive(Default)]
+/// How long a Vertex AI token request may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct ProxyRoot {
     rules: Option<Rc<RuleSet<Config>>>,
+    /// Vertex AI access tokens of this worker, shared by its requests.
+    tokens: Rc<RefCell<TokenCache>>,
+    metrics: Rc<RefCell<Metrics>>,
+}
+
+impl Default for ProxyRoot {
+    fn default() -> Self {
+        ProxyRoot {
+            rules: None,
+            tokens: Rc::default(),
+            metrics: Rc::new(RefCell::new(Metrics::new(1000))),
+        }
+    }
 }
 
 impl Context for ProxyRoot {}
@@ -49,7 +71,10 @@ impl RootContext for ProxyRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ProxyStream {
             rules: self.rules.clone()?,
+            tokens: self.tokens.clone(),
+            metrics: self.metrics.clone(),
             exchange: None,
+            stale_token: None,
         }))
     }
 
@@ -60,8 +85,12 @@ impl RootContext for ProxyRoot {
 
 struct ProxyStream {
     rules: Rc<RuleSet<Config>>,
+    tokens: Rc<RefCell<TokenCache>>,
+    metrics: Rc<RefCell<Metrics>>,
     /// `None` when no rule applies, for local replies, and for paths passed through untouched.
     exchange: Option<Exchange>,
+    /// A still-valid access token this request replaces; used if the replacement fails.
+    stale_token: Option<String>,
 }
 
 /// One request on its way through the plugin.
@@ -91,7 +120,42 @@ struct ResponseFlow {
     client_translates: bool,
 }
 
-impl Context for ProxyStream {}
+impl Context for ProxyStream {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let outcome = host::callout_response(body_size);
+        let Some(provider_id) = self.provider_id() else {
+            return;
+        };
+        let now = host::now_ms();
+        match outcome
+            .success()
+            .and_then(|body| parse_token_response(body, now))
+        {
+            Ok(token) => {
+                self.count_token(&provider_id, "token_fetches");
+                set_bearer(&token.token);
+                self.tokens.borrow_mut().put(&provider_id, token);
+                host::resume_request();
+            }
+            Err(why) => {
+                let status = match outcome {
+                    Outcome::TimedOut => 504,
+                    Outcome::Unreachable(_) => 503,
+                    Outcome::Answered { .. } => 502,
+                };
+                if self.token_failed(&provider_id, status, &why) == Action::Continue {
+                    host::resume_request();
+                }
+            }
+        }
+    }
+}
 
 impl HttpContext for ProxyStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -125,12 +189,7 @@ impl HttpContext for ProxyStream {
                 .as_ref()
                 .is_some_and(|p| p.kind.wire == WireFormat::Claude);
         let provider = provider.map(|p| {
-            let adapter = translate::provider_adapter(
-                p.kind,
-                &p.claude_version,
-                p.default_max_tokens,
-                host::now_ms() / 1000,
-            );
+            let adapter = translate::provider_adapter(&p, host::now_ms() / 1000);
             (p, adapter)
         });
         let mut exchange = Exchange {
@@ -187,7 +246,7 @@ impl HttpContext for ProxyStream {
                         "ai-proxy: could not replace the request body: host status {status}"
                     );
                 }
-                Action::Continue
+                self.authorize()
             }
             Err(err) => {
                 let api = exchange.client.api();
@@ -267,6 +326,75 @@ impl HttpContext for ProxyStream {
 }
 
 impl ProxyStream {
+    /// Providers authorised by a fetched access token (Vertex AI with a service account) get
+    /// it here: from the cache, or by pausing the request until the token endpoint answers.
+    fn authorize(&mut self) -> Action {
+        let Some(provider) = self
+            .exchange
+            .as_ref()
+            .and_then(|e| e.provider.as_ref())
+            .map(|(p, _)| p.clone())
+        else {
+            return Action::Continue;
+        };
+        let Some(vertex) = provider.vertex.as_ref() else {
+            return Action::Continue;
+        };
+        let Some(account) = vertex.service_account.as_ref() else {
+            return Action::Continue;
+        };
+        let now = host::now_ms();
+        let patience = TOKEN_TIMEOUT.as_millis() as u64;
+        let plan =
+            self.tokens
+                .borrow_mut()
+                .plan(&provider.id, now, vertex.refresh_ahead_ms, patience);
+        match plan {
+            TokenPlan::Use(token) => {
+                set_bearer(&token);
+                Action::Continue
+            }
+            TokenPlan::Fetch { stale } => {
+                self.stale_token = stale;
+                match host::dispatch(&token_request(account, &vertex.auth_cluster, now)) {
+                    Ok(_) => Action::Pause,
+                    Err(why) => self.token_failed(&provider.id, 503, &why),
+                }
+            }
+        }
+    }
+
+    /// A token request failed: the request goes on with the token it replaces while that is
+    /// still valid, else it is refused (fail closed: Vertex AI takes nothing else).
+    fn token_failed(&mut self, provider_id: &str, status: u16, why: &str) -> Action {
+        log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
+        self.count_token(provider_id, "token_failures");
+        if let Some(stale) = self.stale_token.take() {
+            set_bearer(&stale);
+            return Action::Continue;
+        }
+        let api = self
+            .exchange
+            .as_ref()
+            .map_or(ClientApi::OpenAi, |e| e.client.api());
+        let err = ApiError::upstream(status, format!("Vertex AI access token unavailable: {why}"));
+        self.reject(&err, api)
+    }
+
+    fn provider_id(&self) -> Option<String> {
+        let (provider, _) = self.exchange.as_ref()?.provider.as_ref()?;
+        Some(provider.id.clone())
+    }
+
+    fn count_token(&self, provider: &str, metric: &'static str) {
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some(series) = metrics.series(&series_prefix(&[("provider", provider)])) {
+            series.counter(metric, 1);
+        }
+        // Rare events: written at once rather than on a timer.
+        metrics.flush();
+    }
+
     /// Answers the client with a gateway error in its API's shape, and stops processing.
     fn reject(&mut self, err: &ApiError, api: ClientApi) -> Action {
         log::info!("ai-proxy: refused request: {err}");
@@ -278,6 +406,27 @@ impl ProxyStream {
         );
         Action::Pause
     }
+}
+
+/// The callout that exchanges a freshly signed assertion for an access token.
+fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Callout {
+    let (authority, path) = account.token_endpoint();
+    Callout {
+        cluster: cluster.to_string(),
+        method: "POST",
+        path,
+        authority,
+        headers: vec![(
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        )],
+        body: ServiceAccount::token_request_body(&account.assertion(now_ms / 1000)),
+        timeout: TOKEN_TIMEOUT,
+    }
+}
+
+fn set_bearer(token: &str) {
+    host::set_request_header("authorization", Some(&format!("Bearer {token}")));
 }
 
 /// Where an upstream instance keeps the client's path once it has rewritten `:path`.
@@ -367,7 +516,13 @@ impl Exchange {
             Api::Models => "/models",
             Api::Other => "",
         };
-        if !suffix.is_empty() {
+        let native_path = match self.api {
+            Api::Chat | Api::Messages => adapter.chat_path(),
+            _ => None,
+        };
+        if let Some(path) = native_path {
+            set_path(self.upstream, &path);
+        } else if !suffix.is_empty() {
             let model = if model.is_empty() {
                 String::new()
             } else {
@@ -381,7 +536,11 @@ impl Exchange {
         if self.upstream {
             host::set_request_header(":authority", Some(&provider.authority));
         }
-        for name in CLIENT_CREDENTIALS.iter().chain(&["accept-encoding"]) {
+        for name in CLIENT_CREDENTIALS
+            .iter()
+            .chain(translate::PROVIDER_HEADERS)
+            .chain(&["accept-encoding"])
+        {
             host::set_request_header(name, None);
         }
         if !provider.keys.is_empty() {

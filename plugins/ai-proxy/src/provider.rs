@@ -12,6 +12,16 @@ pub enum WireFormat {
     Azure,
     /// Anthropic Messages.
     Claude,
+    /// Google Gemini API (`generateContent`), model and stream mode in the path.
+    Gemini,
+    /// Vertex AI: Gemini's format, or Anthropic's for Claude models, behind an OAuth token.
+    Vertex,
+    /// AWS Bedrock Converse / ConverseStream, SigV4-signed, event-stream framing.
+    Bedrock,
+    /// Cohere Chat v2.
+    Cohere,
+    /// Ollama's native `/api/chat` (NDJSON streams).
+    Ollama,
 }
 
 /// How a provider takes its key.
@@ -71,6 +81,22 @@ const fn openai_like(
         stream_usage_option: true,
         max_tokens: MaxTokensField::MaxTokens,
         usage_in_choice: false,
+    }
+}
+
+/// A provider with its own wire format (no OpenAI-style embeddings or stream options).
+const fn native(
+    wire: WireFormat,
+    name: &'static str,
+    host: &'static str,
+    auth: Auth,
+) -> ProviderType {
+    ProviderType {
+        wire,
+        auth,
+        embeddings: false,
+        stream_usage_option: false,
+        ..openai_like(name, host, "")
     }
 }
 
@@ -167,6 +193,43 @@ pub const PROVIDER_TYPES: &[ProviderType] = &[
     },
     no_usage_option(openai_like("ai360", "api.360.cn", "/v1")),
     openai_like("generic", "", "/v1"),
+    no_usage_option(no_embeddings(openai_like(
+        "cerebras",
+        "api.cerebras.ai",
+        "/v1",
+    ))),
+    openai_like("nvidia", "integrate.api.nvidia.com", "/v1"),
+    no_embeddings(openai_like("sambanova", "api.sambanova.ai", "/v1")),
+    openai_like("deepinfra", "api.deepinfra.com", "/v1/openai"),
+    native(
+        WireFormat::Gemini,
+        "gemini",
+        "generativelanguage.googleapis.com",
+        Auth::Header("x-goog-api-key"),
+    ),
+    // The host comes from `vertexRegion`; `apiTokens` are express-mode keys, else a service
+    // account's tokens authorise requests.
+    native(
+        WireFormat::Vertex,
+        "vertex",
+        "",
+        Auth::Header("x-goog-api-key"),
+    ),
+    // The host comes from `awsRegion`; `apiTokens` are Bedrock API keys, else requests are signed.
+    native(WireFormat::Bedrock, "bedrock", "", Auth::Bearer),
+    ProviderType {
+        chat_path: Some("/v2/chat"),
+        ..native(WireFormat::Cohere, "cohere", "api.cohere.com", Auth::Bearer)
+    },
+    ProviderType {
+        chat_path: Some("/api/chat"),
+        ..native(
+            WireFormat::Ollama,
+            "ollama-native",
+            "localhost:11434",
+            Auth::None,
+        )
+    },
 ];
 
 pub fn provider_type(name: &str) -> Option<&'static ProviderType> {

@@ -100,11 +100,8 @@ impl ResponseStage for Claude {
                 }
             }
             Mode::Stream => {
-                let events = super::events(&mut self.decoder, input, end);
-                for event in events {
-                    if let Ok(value) = serde_json::from_str::<Value>(&event.data) {
-                        self.on_event(&value, out);
-                    }
+                for event in super::json_events(&mut self.decoder, input, end) {
+                    self.on_event(&event, out);
                 }
                 if end && !self.stream.done {
                     // The provider ended without `message_stop`: say so rather than let a cut
@@ -355,19 +352,9 @@ fn tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Option<Value> 
     Some(out)
 }
 
-/// Appends blocks as a turn of `role`, merging with the previous turn of the same role
-/// (Anthropic wants user and assistant turns to alternate).
+/// Appends blocks as a turn of `role` (Anthropic wants user and assistant turns to alternate).
 fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut().filter(|m| m["role"] == role) {
-        if let Some(content) = last["content"].as_array_mut() {
-            content.extend(blocks);
-            return;
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+    super::canonical::push_turn(messages, role, "content", blocks);
 }
 
 fn user_blocks(content: Option<Content>) -> Vec<Value> {
@@ -444,7 +431,7 @@ fn completion(body: &[u8], created: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::same_at_every_split;
+    use super::super::testing::{chunks, same_at_every_split};
     use super::*;
 
     fn translate_request(body: Value) -> Value {
@@ -545,15 +532,6 @@ mod tests {
         let mut c = Claude::new("2023-06-01", 1024, 7);
         c.include_usage = include_usage;
         c
-    }
-
-    fn chunks(out: &[u8]) -> Vec<Value> {
-        String::from_utf8_lossy(out)
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect()
     }
 
     #[test]

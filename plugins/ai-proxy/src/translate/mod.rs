@@ -14,14 +14,22 @@
 
 pub mod anthropic;
 pub mod anthropic_client;
+pub mod bedrock;
+pub mod canonical;
 pub mod claude;
+pub mod cohere;
 pub mod errors;
+pub mod eventstream;
+pub mod gemini;
+pub mod ollama;
 pub mod openai_client;
 pub mod openai_compat;
 #[cfg(test)]
 mod recorded;
+pub mod vertex;
 
-use crate::provider::{ProviderType, WireFormat};
+use crate::config::Provider;
+use crate::provider::WireFormat;
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::openai::ChatRequest;
 
@@ -66,6 +74,18 @@ pub fn events(
         events.extend(decoder.finish());
     }
     events
+}
+
+/// The JSON payloads of the complete events of the next piece of an SSE body (events that are
+/// not JSON, such as `[DONE]`, are skipped).
+pub fn json_events(
+    decoder: &mut aigw_shared::sse::Decoder,
+    input: &[u8],
+    end: bool,
+) -> impl Iterator<Item = serde_json::Value> {
+    events(decoder, input, end)
+        .into_iter()
+        .filter_map(|event| serde_json::from_str(&event.data).ok())
 }
 
 /// The canonical path for a Messages request: `…/v1/messages` becomes `…/v1/chat/completions`,
@@ -131,11 +151,28 @@ pub trait ClientAdapter: ResponseStage {
 pub trait ProviderAdapter: ResponseStage {
     /// The provider's request body for a canonical chat request, `model` already mapped.
     fn chat_request(&mut self, request: ChatRequest, model: &str) -> Result<Vec<u8>, ApiError>;
-    /// Headers the wire format needs besides authentication (e.g. `anthropic-version`).
+    /// The chat path, for wire formats that put the model or the stream mode in it (known
+    /// after [`Self::chat_request`]); `None` for the provider's fixed chat path.
+    fn chat_path(&self) -> Option<String> {
+        None
+    }
+    /// Headers the wire format needs besides the API key (e.g. `anthropic-version`), known
+    /// after [`Self::chat_request`]. Every name must be in [`PROVIDER_HEADERS`] or be
+    /// `authorization`.
     fn extra_headers(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
 }
+
+/// Every header a provider adapter may set. Each attempt removes them all before setting its
+/// own, so an attempt at another provider (upstream retries share one header map) inherits
+/// none of them.
+pub const PROVIDER_HEADERS: &[&str] = &[
+    "anthropic-version",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-security-token",
+];
 
 /// The client edge for a request to `api`.
 pub fn client_adapter(api: Api) -> Box<dyn ClientAdapter> {
@@ -145,20 +182,22 @@ pub fn client_adapter(api: Api) -> Box<dyn ClientAdapter> {
     }
 }
 
-/// The provider edge for a provider type. `created` stamps synthesised chunks (seconds).
-pub fn provider_adapter(
-    kind: &'static ProviderType,
-    claude_version: &str,
-    default_max_tokens: u64,
-    created: u64,
-) -> Box<dyn ProviderAdapter> {
-    match kind.wire {
-        WireFormat::OpenAi | WireFormat::Azure => Box::new(openai_compat::OpenAiCompat::new(kind)),
+/// The provider edge for a provider. `now` (seconds) stamps synthesised chunks and signatures.
+pub fn provider_adapter(provider: &Provider, now: u64) -> Box<dyn ProviderAdapter> {
+    match provider.kind.wire {
+        WireFormat::OpenAi | WireFormat::Azure => {
+            Box::new(openai_compat::OpenAiCompat::new(provider.kind))
+        }
         WireFormat::Claude => Box::new(claude::Claude::new(
-            claude_version,
-            default_max_tokens,
-            created,
+            &provider.claude_version,
+            provider.default_max_tokens,
+            now,
         )),
+        WireFormat::Gemini => Box::new(gemini::Gemini::new(provider, now)),
+        WireFormat::Vertex => Box::new(vertex::Vertex::new(provider, now)),
+        WireFormat::Bedrock => Box::new(bedrock::Bedrock::new(provider, now)),
+        WireFormat::Cohere => Box::new(cohere::Cohere::new(now)),
+        WireFormat::Ollama => Box::new(ollama::Ollama::new(now)),
     }
 }
 
@@ -197,6 +236,16 @@ pub(crate) mod testing {
     //! Helpers for translator tests: feed a stream at every split point.
 
     use super::ResponseStage;
+
+    /// The JSON chunks of a canonical SSE output (`[DONE]` left out).
+    pub fn chunks(out: &[u8]) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(out)
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
 
     /// Output of a fresh stage fed `input` in pieces cut at `cuts`.
     pub fn run<S: ResponseStage>(
