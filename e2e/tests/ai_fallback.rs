@@ -511,7 +511,7 @@ fn the_shipped_config_fails_over_from_openai_to_anthropic_to_gemini() {
         status: anthropic_status.clone(),
         inner: AnthropicMock::with_key(ANTHROPIC_KEY),
     });
-    let gemini = MockServer::start(OpenAiMock::with_key(GEMINI_KEY));
+    let gemini = MockServer::start(e2e::mock::gemini::GeminiMock::with_key(GEMINI_KEY));
     let envoy = shipped_config(openai.addr, anthropic.addr, gemini.addr);
     let _report = envoy.report_on_failure();
     let url = envoy.url("/v1/chat/completions");
@@ -542,13 +542,15 @@ fn the_shipped_config_fails_over_from_openai_to_anthropic_to_gemini() {
     assert_eq!(streamed.text(), content_pieces(5, None).collect::<String>());
     assert_eq!(streamed.header("x-ai-fallback-provider"), Some("gemini"));
     assert_eq!(streamed.header("x-ai-fallback-attempts"), Some("3"));
+    // Gemini's own API: the model in the path, its key header, its request shape.
     let sent = gemini.requests.last().unwrap();
-    assert_eq!(sent.path, "/v1beta/openai/chat/completions");
     assert_eq!(
-        sent.header("authorization"),
-        Some(format!("Bearer {GEMINI_KEY}").as_str())
+        sent.path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
-    assert_eq!(sent.json()["model"], "gemini-2.5-flash");
+    assert_eq!(sent.header("x-goog-api-key"), Some(GEMINI_KEY));
+    assert_eq!(sent.header("authorization"), None);
+    assert!(sent.json()["contents"].is_array());
 
     // Metrics carry the provider and the outcome as labels.
     envoy.wait_prometheus_value(
