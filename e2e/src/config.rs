@@ -90,6 +90,48 @@ pub fn wasm_instance(plugin: &str, instance: &str, configuration: &Value) -> Val
     })
 }
 
+/// A config from `envoy-configs/` as shipped, ready for a test: its placeholders filled in
+/// (`PORT` and `ADMIN_PORT` free, `WASM_DIR` this build, `vars` the rest) and each real provider
+/// endpoint pointed at a local plaintext mock. `stand_ins` are `(tls, host, mock)`: the file's
+/// endpoint `{address: <host>, port_value: 443}` whose TLS settings are chosen by
+/// `envoy.transport_socket_match: {tls: <tls>}`. Panics when the file has no such endpoint, so
+/// the test keeps following the file.
+pub fn shipped_on_mocks(
+    file: &str,
+    vars: &[(&str, String)],
+    stand_ins: &[(&str, &str, SocketAddr)],
+) -> String {
+    let path = paths::repo_root().join("envoy-configs").join(file);
+    let template = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let wasm_dir = paths::plugin_wasm("ai-proxy")
+        .parent()
+        .expect("wasm directory")
+        .display()
+        .to_string();
+    let mut all = vec![
+        ("PORT", "0".to_string()),
+        ("ADMIN_PORT", "0".to_string()),
+        ("WASM_DIR", wasm_dir),
+    ];
+    all.extend(vars.iter().cloned());
+    let mut config = render(&template, &all).unwrap_or_else(|e| panic!("{file}: {e}"));
+    for (tls, host, mock) in stand_ins {
+        let address = format!("{{address: {host}, port_value: 443}}");
+        let socket = format!("envoy.transport_socket_match: {{tls: {tls}}}");
+        assert!(
+            config.contains(&address) && config.contains(&socket),
+            "{file} has no {tls} endpoint at {host}"
+        );
+        config = config
+            .replace(
+                &address,
+                &format!("{{address: {}, port_value: {}}}", mock.ip(), mock.port()),
+            )
+            .replace(&socket, "envoy.transport_socket_match: {tls: none}");
+    }
+    config
+}
+
 /// A plain HTTP/1.1 cluster with one static endpoint.
 pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
     json!({

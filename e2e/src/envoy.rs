@@ -90,6 +90,19 @@ impl Envoy {
         Self::try_start_file(path, options).unwrap_or_else(|log| panic!("{log}"))
     }
 
+    /// Starts Envoy (one worker) on a config given as text (a rendered shipped config).
+    pub fn start_yaml(config: &str, label: &str) -> Envoy {
+        let dir = paths::scratch_dir(label);
+        let path = dir.join(format!("{label}.yaml"));
+        std::fs::write(&path, config).expect("write config");
+        let options = EnvoyOptions {
+            concurrency: 1,
+            work_dir: Some(dir),
+            ..Default::default()
+        };
+        Self::start_file(&path, &options)
+    }
+
     pub fn try_start_file(path: &Path, options: &EnvoyOptions) -> Result<Envoy, String> {
         Self::start_file_in(path, options.dir(), options)
     }

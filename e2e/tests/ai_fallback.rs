@@ -448,55 +448,20 @@ const GEMINI_KEY: &str = "AIza-shipped-0123456789";
 /// `envoy-configs/fallback.yaml` as shipped, with keys filled in and each provider's address
 /// (and TLS) pointed at a local mock.
 fn shipped_config(openai: SocketAddr, anthropic: SocketAddr, gemini: SocketAddr) -> Envoy {
-    let template =
-        std::fs::read_to_string(e2e::paths::repo_root().join("envoy-configs/fallback.yaml"))
-            .unwrap();
-    let wasm_dir = e2e::paths::plugin_wasm("ai-proxy")
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let mut config = e2e::config::render(
-        &template,
+    let config = e2e::config::shipped_on_mocks(
+        "fallback.yaml",
         &[
-            ("PORT", "0".into()),
-            ("ADMIN_PORT", "0".into()),
-            ("WASM_DIR", wasm_dir),
             ("OPENAI_API_KEY", PRIMARY_KEY.into()),
             ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.into()),
             ("GEMINI_API_KEY", GEMINI_KEY.into()),
         ],
-    )
-    .unwrap();
-    for (provider, host, mock) in [
-        ("openai", "api.openai.com", openai),
-        ("anthropic", "api.anthropic.com", anthropic),
-        ("gemini", "generativelanguage.googleapis.com", gemini),
-    ] {
-        let address = format!("{{address: {host}, port_value: 443}}");
-        let tls = format!("envoy.transport_socket_match: {{tls: {provider}}}");
-        assert!(
-            config.contains(&address) && config.contains(&tls),
-            "{provider} endpoint"
-        );
-        config = config
-            .replace(
-                &address,
-                &format!("{{address: 127.0.0.1, port_value: {}}}", mock.port()),
-            )
-            .replace(&tls, "envoy.transport_socket_match: {tls: none}");
-    }
-    let dir = e2e::paths::scratch_dir("fallback-yaml");
-    let path = dir.join("fallback.yaml");
-    std::fs::write(&path, config).unwrap();
-    Envoy::start_file(
-        &path,
-        &EnvoyOptions {
-            concurrency: 1,
-            work_dir: Some(dir),
-            ..Default::default()
-        },
-    )
+        &[
+            ("openai", "api.openai.com", openai),
+            ("anthropic", "api.anthropic.com", anthropic),
+            ("gemini", "generativelanguage.googleapis.com", gemini),
+        ],
+    );
+    Envoy::start_yaml(&config, "fallback")
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Per-route configuration through real Envoy: Higress `_rules_` by route, route prefix, domain
 //! and service, Envoy's own per-route switch, two routes with different providers, and a
-//! 10,000-domain config that loads and takes a new rule through ECDS.
+//! 10,000-domain config that loads and takes a new rule through ECDS, and the shipped per-route
+//! example (`envoy-configs/per-route.yaml`): two teams with their own provider and quota.
 
 use e2e::client::{post_json, post_stream};
 use e2e::config::{ecds_resource, provider_cluster, wasm_filter, ProviderEndpoint};
@@ -234,4 +235,68 @@ fn ten_thousand_domain_rules_load_and_a_new_rule_applies_through_ecds() {
     envoy.wait_for_stats("the last tenant", |s| {
         s.get(&metric("last", "default", "provider")) == Some(&1)
     });
+}
+
+#[test]
+fn the_shipped_per_route_config_gives_each_team_its_provider_and_quota() {
+    const OPENAI_KEY: &str = "sk-openai-per-route-0123";
+    const ANTHROPIC_KEY: &str = "sk-ant-per-route-0123";
+    let openai = MockServer::start(OpenAiMock::with_key(OPENAI_KEY));
+    let anthropic = MockServer::start(AnthropicMock::with_key(ANTHROPIC_KEY));
+    let config = e2e::config::shipped_on_mocks(
+        "per-route.yaml",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY.into()),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.into()),
+        ],
+        &[
+            ("openai", "api.openai.com", openai.addr),
+            ("anthropic", "api.anthropic.com", anthropic.addr),
+        ],
+    );
+    let envoy = Envoy::start_yaml(&config, "per-route");
+    let _report = envoy.report_on_failure();
+    let ask = |route: &str, max_tokens: u64| {
+        let mut body = chat();
+        body["max_tokens"] = json!(max_tokens);
+        post_json(
+            &envoy.url(&format!("/{route}/v1/chat/completions")),
+            &body,
+            &[("x-mse-consumer", "alice")],
+        )
+    };
+
+    let a = ask("team-a", 100);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(openai.requests.last().unwrap().path, "/v1/chat/completions");
+    assert_eq!(a.header("x-ratelimit-limit-tokens"), Some("100000"));
+
+    let b = ask("team-b", 100);
+    assert_eq!(b.status, 200, "{}", b.text());
+    let sent = anthropic.requests.last().unwrap();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.json()["model"], "claude-sonnet-4-5");
+    assert_eq!(b.header("x-ratelimit-limit-tokens"), Some("20000"));
+
+    // A request needing 30,000 tokens fits team-a's quota, never team-b's.
+    assert_eq!(ask("team-a", 30_000).status, 200);
+    let refused = ask("team-b", 30_000);
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
+
+    // The internal route has the rate limit switched off, the rest as usual.
+    let internal = ask("internal", 30_000);
+    assert_eq!(internal.status, 200);
+    assert_eq!(internal.header("x-ratelimit-limit-tokens"), None);
+
+    // Metered per route, refusals included (ai-statistics runs before the rate limit).
+    envoy.wait_prometheus_value(
+        "route_upstream_model_consumer_metric_llm_duration_count",
+        &[
+            ("ai_route", "team-b"),
+            ("ai_cluster", "anthropic"),
+            ("ai_consumer", "alice"),
+        ],
+        2.0,
+    );
 }
