@@ -168,21 +168,34 @@ fn envoy_configurations(mock: SocketAddr) -> Vec<(String, Gateway)> {
                     vec![wasm_filter("ai-fallback", &chain)],
                 )),
         ),
+        ("Envoy + full suite".to_string(), full_suite(mock, content_safety())),
         (
-            "Envoy + full suite".to_string(),
-            Gateway::new()
-                .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
-                .plugin("ai-statistics", json!({}))
-                .plugin("ai-token-ratelimit", ratelimit())
-                .plugin("ai-content-safety", content_safety())
-                .plugin("ai-cache", json!({}))
-                .raw_cluster(provider_cluster(
-                    "provider",
-                    &[ProviderEndpoint::new(mock, "mock")],
-                    vec![wasm_filter("ai-proxy", &provider_edge())],
-                )),
+            FULL_PROMPTS_ONLY.to_string(),
+            full_suite(mock, {
+                let mut prompts_only = content_safety();
+                prompts_only["checkResponse"] = json!(false);
+                prompts_only
+            }),
         ),
     ]
+}
+
+/// The full suite whose content safety checks prompts only: a checked stream is held until its
+/// first window is complete (or the answer ends), which is what its time to first byte shows.
+const FULL_PROMPTS_ONLY: &str = "full suite, prompts checked";
+
+fn full_suite(mock: SocketAddr, content_safety: Value) -> Gateway {
+    Gateway::new()
+        .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
+        .plugin("ai-statistics", json!({}))
+        .plugin("ai-token-ratelimit", ratelimit())
+        .plugin("ai-content-safety", content_safety)
+        .plugin("ai-cache", json!({}))
+        .raw_cluster(provider_cluster(
+            "provider",
+            &[ProviderEndpoint::new(mock, "mock")],
+            vec![wasm_filter("ai-proxy", &provider_edge())],
+        ))
 }
 
 #[derive(Clone, Copy, Default)]
@@ -482,6 +495,10 @@ fn report(
             "full_suite_vs_litellm_rps": ratio(suite(0), rps("LiteLLM proxy", 0)),
             "full_suite_vs_portkey_rps": ratio(suite(0), rps("Portkey gateway", 0)),
             "full_suite_added_ttfb_p50_ms": streams[full].ttfb_p50_ms - streams[bare].ttfb_p50_ms,
+            "full_suite_prompts_checked_added_ttfb_p50_ms": targets
+                .iter()
+                .position(|t| t.name == FULL_PROMPTS_ONLY)
+                .map(|i| streams[i].ttfb_p50_ms - streams[bare].ttfb_p50_ms),
         },
     })
 }
