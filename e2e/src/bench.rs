@@ -28,6 +28,16 @@ impl Plan {
     }
 }
 
+/// How benchmarks run Envoy: one worker, so that on a 2-core machine shared with the load
+/// generator and the mock, Envoy's CPU cost per request decides the figures; quiet logs.
+pub fn envoy_options() -> crate::EnvoyOptions {
+    crate::EnvoyOptions {
+        concurrency: 1,
+        log_level: "warning",
+        work_dir: None,
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Load {
     pub rps: f64,

@@ -5,7 +5,7 @@
 use e2e::bench::{median_by_rps, percentile, wrk, Plan};
 use e2e::client::{post_json, post_stream};
 use e2e::services::embedder::Embedder;
-use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use e2e::{paths, Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::json;
 use std::time::Instant;
 
@@ -43,11 +43,7 @@ fn latencies(
 pub fn run(plan: &Plan) {
     let mock = MockServer::start(OpenAiMock::with_key("sk-bench"));
     let embedder = Embedder::start();
-    let options = EnvoyOptions {
-        concurrency: 1,
-        log_level: "warning",
-        work_dir: None,
-    };
+    let options = e2e::bench::envoy_options();
     let envoy = |gateway: Gateway| {
         Envoy::start_with(
             &gateway

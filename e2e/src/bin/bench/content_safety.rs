@@ -10,7 +10,7 @@ use e2e::bench::{median_by_rps, percentile, wrk, Load, Plan};
 use e2e::client::post_stream;
 use e2e::mock::scripted::ScriptedMock;
 use e2e::mock::webhook::WebhookMock;
-use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer};
+use e2e::{paths, Envoy, Gateway, MockServer};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -29,11 +29,7 @@ pub fn run(plan: &Plan) {
     let hook = MockServer::start(WebhookMock {
         token: HOOK_TOKEN.into(),
     });
-    let options = EnvoyOptions {
-        concurrency: 1,
-        log_level: "warning",
-        work_dir: None,
-    };
+    let options = e2e::bench::envoy_options();
     let words: Vec<String> = (0..2000).map(|i| format!("forbidden-term-{i}")).collect();
     let local = json!({"local": {"denyWords": words}, "stream": {"windowChars": WINDOW_CHARS}});
     let mut webhook = local.clone();

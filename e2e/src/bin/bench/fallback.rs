@@ -6,7 +6,7 @@
 use e2e::bench::{median_by_rps, wrk, Load, Plan};
 use e2e::config::{fallback_route, provider_cluster, wasm_filter, ProviderEndpoint};
 use e2e::mock::{Provider, Recorded, Reply};
-use e2e::{Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use e2e::{Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -21,7 +21,7 @@ impl Provider for Down {
     }
 }
 
-fn chain(primary: SocketAddr, backup: SocketAddr, options: &EnvoyOptions) -> Envoy {
+fn chain(primary: SocketAddr, backup: SocketAddr, options: &e2e::EnvoyOptions) -> Envoy {
     let proxy = json!({"providers": [
         {"id": "primary", "type": "openai", "apiTokens": [KEY]},
         {"id": "backup", "type": "openai", "apiTokens": [KEY]}
@@ -58,11 +58,7 @@ pub fn run(plan: &Plan) {
         .unwrap()
         .local_addr()
         .unwrap();
-    let options = EnvoyOptions {
-        concurrency: 1,
-        log_level: "warning",
-        work_dir: None,
-    };
+    let options = e2e::bench::envoy_options();
     let bare = Envoy::start_with(
         &Gateway::new().cluster("provider", backup.addr).to_json(),
         &options,

@@ -2,7 +2,7 @@
 //! a request's rule lookup should cost the same (hash probes by the request's keys).
 
 use e2e::bench::{median_by_rps, wrk, Plan};
-use e2e::{Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use e2e::{Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -15,11 +15,7 @@ fn domain_rules(count: usize) -> Value {
 
 pub fn run(plan: &Plan) {
     let mock = MockServer::start(OpenAiMock::with_key("sk-bench"));
-    let options = EnvoyOptions {
-        concurrency: 1,
-        log_level: "warning",
-        work_dir: None,
-    };
+    let options = e2e::bench::envoy_options();
     let start = |rules: usize| {
         let started = Instant::now();
         let envoy = Envoy::start_with(

@@ -4,7 +4,7 @@
 
 use e2e::bench::{num_cpus, print_load_table, Plan};
 use e2e::services::redis::RedisWebdis;
-use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use e2e::{paths, Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
 
 /// A quota no benchmark exhausts, checked on every request: two token windows, a request rate
@@ -31,11 +31,7 @@ pub fn run(plan: &Plan) {
         &configs.join("ai-token-ratelimit-redis.conf"),
         &configs.join("ai-token-ratelimit-webdis.json"),
     );
-    let options = EnvoyOptions {
-        concurrency: 1,
-        log_level: "warning",
-        work_dir: None,
-    };
+    let options = e2e::bench::envoy_options();
     let envoy = |gateway: Gateway| {
         Envoy::start_with(
             &gateway

@@ -17,7 +17,7 @@ use e2e::bench::{median_by_rps, num_cpus, percentile, wrk_with, Load, Plan};
 use e2e::client::post_stream;
 use e2e::config::{fallback_route, provider_cluster, wasm_filter, ProviderEndpoint};
 use e2e::mock::{Provider, Recorded, Reply};
-use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
+use e2e::{paths, Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -168,7 +168,10 @@ fn envoy_configurations(mock: SocketAddr) -> Vec<(String, Gateway)> {
                     vec![wasm_filter("ai-fallback", &chain)],
                 )),
         ),
-        ("Envoy + full suite".to_string(), full_suite(mock, content_safety())),
+        (
+            "Envoy + full suite".to_string(),
+            full_suite(mock, content_safety()),
+        ),
         (
             FULL_PROMPTS_ONLY.to_string(),
             full_suite(mock, {
@@ -208,11 +211,7 @@ struct StreamFigures {
 pub fn run(plan: &Plan) {
     let idle_seen = Arc::new(AtomicUsize::new(0));
     let mock = MockServer::start(BenchProvider::new(idle_seen.clone()));
-    let options = EnvoyOptions {
-        concurrency: 1,
-        log_level: "warning",
-        work_dir: None,
-    };
+    let options = e2e::bench::envoy_options();
     let mut targets = vec![Target {
         name: "direct to the mock".into(),
         kind: "direct",
