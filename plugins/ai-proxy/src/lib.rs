@@ -528,7 +528,7 @@ impl Exchange {
             } else {
                 self.provider_model(provider, model)
             };
-            set_path(self.upstream, &provider.path(suffix, &model));
+            set_path(self.upstream, &provider.path(suffix, &model)?);
         }
         // Envoy picks the route again when a downstream filter changes request headers; a new
         // `:authority` could select another virtual host. Downstream, the route sets the host
