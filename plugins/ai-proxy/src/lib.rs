@@ -591,14 +591,17 @@ impl Exchange {
                 Ok(out)
             }
             None => {
-                // The client edge alone: pass the canonical request on, on the same route prefix.
+                // The client edge alone: pass the canonical request on, on the same route prefix,
+                // labelled JSON whatever the client said, so that no plugin after this one
+                // skips a body it would only read as JSON (a guardrail bypassed by
+                // `content-type: text/plain`).
                 if self.api == Api::Messages {
                     set_path(
                         self.upstream,
                         &translate::chat_path_for(&client_path(self.upstream)),
                     );
-                    host::set_request_header("content-type", Some("application/json"));
                 }
+                host::set_request_header("content-type", Some("application/json"));
                 serde_json::to_vec(&request)
                     .map_err(|e| ApiError::new(500, "server_error", e.to_string()))
             }
