@@ -16,6 +16,7 @@ pub mod rs256;
 pub mod translate;
 pub mod vertex_auth;
 
+use aigw_shared::body::is_html;
 use aigw_shared::callout::{Callout, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::host::{self, Metrics};
@@ -260,7 +261,17 @@ impl HttpContext for ProxyStream {
             return Action::Continue;
         };
         let headers = host::ResponseHeaders::read();
-        let status = headers.status();
+        let mut status = headers.status();
+        if exchange.provider.is_some()
+            && status < 300
+            && headers.get("content-type").is_some_and(is_html)
+            && exchange.api != Api::Other
+        {
+            // A web page is no API answer (a proxy's or a captive portal's error page): a 502,
+            // which Envoy may retry on another provider, with the page as the error message.
+            status = 502;
+            host::set_response_header(":status", Some("502"));
+        }
         if refuses_key(status) {
             exchange.cool_down_key(headers.get("retry-after"));
         }

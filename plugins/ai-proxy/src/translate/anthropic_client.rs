@@ -284,8 +284,12 @@ impl ResponseStage for AnthropicClient {
             self.mode = Some(Mode::Stream);
             Plan::STREAM
         } else {
+            // A message or an error, always JSON (Envoy's own replies are plain text).
             self.mode = Some(Mode::Whole);
-            Plan::WHOLE
+            Plan {
+                content_type: Some("application/json"),
+                ..Plan::WHOLE
+            }
         }
     }
 
