@@ -14,6 +14,8 @@ PYTHON ?= python3
 ENVOY_VERSION := 1.40.0
 WASM_TARGET := wasm32-wasip1
 PLUGINS := $(notdir $(wildcard plugins/*))
+# Plugins only the e2e tests load (e.g. one that panics on request); never shipped.
+TEST_PLUGINS := $(notdir $(wildcard e2e/testplugins/*))
 VENV := .venv
 TOOLS := .tools
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
@@ -31,7 +33,7 @@ FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 FUZZ_SMOKE_SECONDS ?= 4
 FUZZ_SECONDS ?= 600
 
-.PHONY: help build wasm-target envoy pydeps services run reload test test-unit test-wasm test-e2e e2e nightly fuzz-tools fuzz-smoke fuzz bench fmt lint clean
+.PHONY: help build wasm-target test-plugins envoy pydeps services run reload test test-unit test-wasm test-e2e e2e nightly fuzz-tools fuzz-smoke fuzz bench fmt lint clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -45,6 +47,9 @@ build: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
 	@for p in $(PLUGINS); do f=target/$(WASM_TARGET)/release/$${p//-/_}.wasm; \
 	  printf '%-22s %8d bytes\n' "$$p" "$$(stat -c %s $$f)"; done
+
+test-plugins: wasm-target
+	@$(CARGO) build --quiet --release --target $(WASM_TARGET) $(addprefix -p ,$(TEST_PLUGINS))
 
 ## Tools the tests need, installed into the project (.venv, .tools) ----------------------------
 
@@ -102,7 +107,7 @@ test-wasm: $(WASM_BINDGEN_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_BINDGEN_RUNNER)) \
 	  $(CARGO) test -p aigw-shared --no-default-features --target wasm32-unknown-unknown --lib --tests
 
-test-e2e: build envoy pydeps services
+test-e2e: build test-plugins envoy pydeps services
 	$(CARGO) test -p e2e --tests
 
 e2e: test-e2e

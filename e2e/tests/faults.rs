@@ -520,3 +520,116 @@ fn a_broken_quota_store_gets_the_failure_policy() {
     });
     assert!(envoy.wasm_panics().is_empty(), "{:?}", envoy.wasm_panics());
 }
+
+// A plugin that panics ------------------------------------------------------------------------
+
+/// What Envoy does with a plugin that panics (a test-only plugin, `e2e/testplugins`), under
+/// each `failure_policy`, behind ai-proxy's client edge. Measured on Envoy 1.40:
+///
+/// - the request whose callback panicked gets a 503 with an empty body, under every policy
+///   (Envoy answers it directly; the filters before the failed one, ai-proxy's client edge
+///   included, do not see that answer);
+/// - `FAIL_CLOSED` (Envoy's default): every later request through that filter gets a 503, for
+///   the life of the worker;
+/// - `FAIL_OPEN`: later requests go on as if the filter were not there;
+/// - `FAIL_RELOAD` (our configs' choice): a new VM is created once the reload backoff has passed
+///   (requests before that get a 503), and the plugin serves again;
+/// - routes that do not run the filter never notice.
+#[test]
+fn a_panicking_plugin_under_each_failure_policy() {
+    let mock = MockServer::start(OpenAiMock::default());
+    let policies = [
+        ("reload", "FAIL_RELOAD"),
+        ("closed", "FAIL_CLOSED"),
+        ("open", "FAIL_OPEN"),
+    ];
+    let mut gateway = Gateway::new().plugin_instance("ai-proxy", "ai-proxy-client", json!({}));
+    for (route, policy) in policies {
+        let mut filter =
+            e2e::config::wasm_instance("panic-on-demand", &format!("panic-{route}"), &json!({}));
+        let config = &mut filter["typed_config"]["config"];
+        config["failure_policy"] = json!(policy);
+        if policy != "FAIL_RELOAD" {
+            config.as_object_mut().unwrap().remove("reload_config");
+        }
+        gateway = gateway.filter(filter);
+    }
+    // Each route runs its own instance only; `other` runs none of them.
+    let only = |keep: &str| {
+        let disabled = json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
+        let others: serde_json::Map<String, Value> = policies
+            .iter()
+            .filter(|(route, _)| *route != keep)
+            .map(|(route, _)| (format!("panic-{route}"), disabled.clone()))
+            .collect();
+        Value::Object(others)
+    };
+    for (route, _) in policies {
+        gateway = gateway.raw_route(json!({"name": route, "match": {"prefix": format!("/{route}/")},
+            "route": {"cluster": "provider"}, "typed_per_filter_config": only(route)}));
+    }
+    gateway = gateway.raw_route(json!({"name": "other", "match": {"prefix": "/"},
+        "route": {"cluster": "provider"}, "typed_per_filter_config": only("none")}));
+    // One worker: one VM per instance, so a panic is seen by every later request.
+    let envoy = Envoy::start_with(
+        &gateway.cluster("provider", mock.addr).to_json(),
+        &e2e::EnvoyOptions {
+            concurrency: 1,
+            ..Default::default()
+        },
+    );
+    let _report = envoy.report_on_failure();
+    let chat = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let ask = |route: &str, panic: bool| {
+        let mut headers = vec![("authorization", "Bearer sk-client")];
+        if panic {
+            headers.push(("x-panic", "request"));
+        }
+        post_json(&envoy.url(&format!("/{route}{CHAT}")), &chat, &headers)
+    };
+    let other_route_serves = || assert_eq!(ask("other", false).status, 200);
+
+    for (route, policy) in policies {
+        let first = ask(route, false);
+        assert_eq!(first.status, 200, "{policy}");
+        assert_eq!(first.header("x-test-plugin-requests"), Some("1"), "{policy}");
+
+        let panicked = ask(route, true);
+        assert_eq!(panicked.status, 503, "{policy}: {}", panicked.text());
+        assert!(panicked.body.is_empty(), "{policy}: {}", panicked.text());
+        other_route_serves();
+
+        let after = ask(route, false);
+        match policy {
+            "FAIL_CLOSED" => {
+                for _ in 0..3 {
+                    assert_eq!(ask(route, false).status, 503, "{policy}: closed for good");
+                }
+            }
+            "FAIL_OPEN" => {
+                assert_eq!(after.status, 200, "{policy}");
+                assert_eq!(after.header("x-test-plugin-requests"), None, "{policy}: bypassed");
+            }
+            _ => {
+                // A fresh VM (its count starts again) once the backoff has passed.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let mut reply = after;
+                while reply.status != 200 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                    reply = ask(route, false);
+                }
+                assert_eq!(reply.status, 200, "{policy}: never reloaded");
+                assert_eq!(reply.header("x-test-plugin-requests"), Some("1"), "{policy}");
+                assert!(envoy.stat("wasm.panic-reload.vm_reload_success") >= 1);
+            }
+        }
+        other_route_serves();
+    }
+    // Each panic is in Envoy's log (written within 50 ms).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let panics = || envoy.log().matches("panicked at").count();
+    while panics() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(panics(), 3);
+}
