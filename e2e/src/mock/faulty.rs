@@ -10,12 +10,14 @@
 //! - `garbage-json`: a 200 `application/json` that is not JSON;
 //! - `html`: a 200 `text/html` page, as a misconfigured proxy or captive portal answers;
 //! - `unexpected-json`: a 200 JSON object of the wrong shape (for callouts: a service that
-//!   changed its API).
+//!   changed its API);
+//! - `echo-key`: a 401 whose message repeats the `Authorization` it received, whole (some
+//!   providers echo the key they refuse).
 //!
 //! Every other knob of [`super::knobs`] works as for [`OpenAiMock`].
 
 use super::openai::completion::{sse_events, Completion};
-use super::openai::{chat_body, includes_usage, OpenAiMock};
+use super::openai::{chat_body, error, includes_usage, OpenAiMock};
 use super::{knobs::Knobs, Provider, Recorded, Reply};
 use bytes::Bytes;
 use serde_json::json;
@@ -107,6 +109,15 @@ impl Provider for FaultyMock {
                     pieces: Box::new(pieces.into_iter()),
                 }
             }
+            "echo-key" => error(
+                401,
+                &format!(
+                    "Incorrect API key provided: {}",
+                    request.header("authorization").unwrap_or_default()
+                ),
+                None,
+                Some("invalid_api_key"),
+            ),
             other => fault_reply(other).unwrap_or_else(|| self.inner.handle(request)),
         }
     }
