@@ -1,7 +1,8 @@
 # AI gateway plugin suite for Envoy.
 #
 #   make run     build the plugins, install Envoy if missing, start the demo gateway (Ctrl-C stops it)
-#   make test    unit tests, wasm tests under Node, e2e tests through real Envoy
+#   make test    unit tests, wasm tests under Node, a short run of every fuzz target, e2e tests through real Envoy
+#   make fuzz    fuzz one target for a while: make fuzz FUZZ_TARGET=sse_decoder FUZZ_SECONDS=600
 #   make bench   throughput and latency against bare Envoy (prints figures; never part of test)
 #   make reload  swap the running gateway's plugins for a fresh build and config (PLUGIN=… for one)
 
@@ -13,6 +14,8 @@ PYTHON ?= python3
 ENVOY_VERSION := 1.40.0
 WASM_TARGET := wasm32-wasip1
 PLUGINS := $(notdir $(wildcard plugins/*))
+# Plugins only the e2e tests load (e.g. one that panics on request); never shipped.
+TEST_PLUGINS := $(notdir $(wildcard e2e/testplugins/*))
 VENV := .venv
 TOOLS := .tools
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
@@ -20,8 +23,17 @@ PYDEPS_STAMP := $(VENV)/.pydeps-$(shell cksum < e2e/requirements.txt | cut -d' '
 # The wasm test runner must be the exact wasm-bindgen version that Cargo.lock pins.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
 WASM_BINDGEN_RUNNER := $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION)/bin/wasm-bindgen-test-runner
+# Fuzzing: cargo-fuzz (into .tools) on the nightly toolchain, targets in fuzz/fuzz_targets.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(TOOLS)/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
+FUZZ := RUSTUP_TOOLCHAIN=nightly $(CARGO_FUZZ) fuzz
+# Safe Rust needs no sanitizer; debug assertions turn overflows into findings.
+FUZZ_BUILD_FLAGS := --fuzz-dir fuzz --sanitizer none --debug-assertions
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_SECONDS ?= 600
 
-.PHONY: help build wasm-target envoy pydeps services run reload test test-unit test-wasm test-e2e e2e bench fmt lint clean
+.PHONY: help build wasm-target test-plugins envoy pydeps services run reload test test-unit test-wasm test-e2e e2e nightly fuzz-tools fuzz-smoke fuzz bench fmt lint clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -35,6 +47,9 @@ build: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
 	@for p in $(PLUGINS); do f=target/$(WASM_TARGET)/release/$${p//-/_}.wasm; \
 	  printf '%-22s %8d bytes\n' "$$p" "$$(stat -c %s $$f)"; done
+
+test-plugins: wasm-target
+	@$(CARGO) build --quiet --release --target $(WASM_TARGET) $(addprefix -p ,$(TEST_PLUGINS))
 
 ## Tools the tests need, installed into the project (.venv, .tools) ----------------------------
 
@@ -59,6 +74,16 @@ $(WASM_BINDGEN_RUNNER):
 	$(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --no-default-features \
 	  --root $(TOOLS)/wasm-bindgen-$(WASM_BINDGEN_VERSION) --quiet
 
+nightly:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+
+$(CARGO_FUZZ):
+	@echo "building cargo-fuzz $(CARGO_FUZZ_VERSION) (once; a few minutes)"
+	$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked \
+	  --root $(TOOLS)/cargo-fuzz-$(CARGO_FUZZ_VERSION) --quiet
+
+fuzz-tools: nightly $(CARGO_FUZZ)
+
 ## Run -----------------------------------------------------------------------------------------
 
 run: build envoy
@@ -71,7 +96,7 @@ reload: build
 
 ## Test ----------------------------------------------------------------------------------------
 
-test: test-unit test-wasm test-e2e
+test: test-unit test-wasm fuzz-smoke test-e2e
 
 test-unit:
 	$(CARGO) test --workspace --exclude e2e
@@ -82,10 +107,30 @@ test-wasm: $(WASM_BINDGEN_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_BINDGEN_RUNNER)) \
 	  $(CARGO) test -p aigw-shared --no-default-features --target wasm32-unknown-unknown --lib --tests
 
-test-e2e: build envoy pydeps services
+test-e2e: build test-plugins envoy pydeps services
 	$(CARGO) test -p e2e --tests
 
 e2e: test-e2e
+
+# Every fuzz target for a few seconds, from its committed corpus (new inputs go to a scratch
+# corpus under fuzz/target, so the committed one stays small); a crash fails the run and
+# leaves its input in fuzz/artifacts/<target>/.
+fuzz-smoke: fuzz-tools
+	@$(FUZZ) build $(FUZZ_BUILD_FLAGS) --quiet 2>/dev/null || $(FUZZ) build $(FUZZ_BUILD_FLAGS)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/scratch/$$t; \
+	  $(FUZZ) run $(FUZZ_BUILD_FLAGS) $$t fuzz/target/scratch/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -print_final_stats=1 2>fuzz/target/scratch/$$t.log \
+	    || { tail -40 fuzz/target/scratch/$$t.log; echo "fuzz target $$t failed"; exit 1; }; \
+	  printf '%-26s %10s runs in %ss\n' $$t "$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/target/scratch/$$t.log)" $(FUZZ_SMOKE_SECONDS); \
+	done
+
+# One target for FUZZ_SECONDS: make fuzz FUZZ_TARGET=provider_response FUZZ_SECONDS=600
+fuzz: fuzz-tools
+	@[ -n "$(FUZZ_TARGET)" ] || { echo "FUZZ_TARGET=<one of: $(FUZZ_TARGETS)>"; exit 1; }
+	@mkdir -p fuzz/target/scratch/$(FUZZ_TARGET)
+	$(FUZZ) run $(FUZZ_BUILD_FLAGS) $(FUZZ_TARGET) fuzz/target/scratch/$(FUZZ_TARGET) fuzz/corpus/$(FUZZ_TARGET) -- \
+	  -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1
 
 ## Bench ---------------------------------------------------------------------------------------
 

@@ -105,6 +105,9 @@ pub struct Streamed {
     /// From sending the request to the first body byte.
     pub first_byte: Option<Duration>,
     pub total: Duration,
+    /// Why the body ended before its end (the connection was cut), for
+    /// [`post_stream_may_break`]; `None` when the body ended as HTTP says a body ends.
+    pub cut: Option<String>,
 }
 
 impl Streamed {
@@ -182,15 +185,27 @@ impl Streamed {
 /// POSTs JSON and reads the answer as it streams, counting bytes instead of keeping them when
 /// `keep` is false (for very large streams).
 pub fn post_stream(url: &str, body: &Value, headers: &[(&str, &str)]) -> Streamed {
-    stream_inner(url, body, headers, true).0
+    stream_inner(url, body, headers, true, false).0
+}
+
+/// Like [`post_stream`], for answers that may break off: a body cut short (a connection closed
+/// or reset before the end of a chunked body) is kept with the reason in `cut`.
+pub fn post_stream_may_break(url: &str, body: &Value, headers: &[(&str, &str)]) -> Streamed {
+    stream_inner(url, body, headers, true, true).0
 }
 
 /// Like [`post_stream`] but only counts the bytes; returns the count.
 pub fn post_stream_count(url: &str, body: &Value, headers: &[(&str, &str)]) -> (Streamed, u64) {
-    stream_inner(url, body, headers, false)
+    stream_inner(url, body, headers, false, false)
 }
 
-fn stream_inner(url: &str, body: &Value, headers: &[(&str, &str)], keep: bool) -> (Streamed, u64) {
+fn stream_inner(
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+    keep: bool,
+    may_break: bool,
+) -> (Streamed, u64) {
     let start = Instant::now();
     let mut request = client()
         .post(url)
@@ -205,11 +220,17 @@ fn stream_inner(url: &str, body: &Value, headers: &[(&str, &str)], keep: bool) -
     let mut kept = Vec::new();
     let mut count = 0u64;
     let mut first_byte = None;
+    let mut cut = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = response
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("reading stream: {e}"));
+        let n = match response.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if may_break => {
+                cut = Some(error_chain(&e));
+                break;
+            }
+            Err(e) => panic!("reading stream: {e}"),
+        };
         if n == 0 {
             break;
         }
@@ -225,8 +246,21 @@ fn stream_inner(url: &str, body: &Value, headers: &[(&str, &str)], keep: bool) -
         body: kept,
         first_byte,
         total: start.elapsed(),
+        cut,
     };
     (streamed, count)
+}
+
+/// An error with its sources ("error decoding response body: … incomplete chunked message").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// The arguments of the first tool call of an OpenAI stream, from its fragments.

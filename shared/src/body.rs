@@ -68,6 +68,11 @@ pub fn is_json(content_type: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
 }
 
+/// `text/html`: a web page (an error page of a proxy in the way), never an API answer.
+pub fn is_html(content_type: &str) -> bool {
+    media_type(content_type).eq_ignore_ascii_case("text/html")
+}
+
 fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
@@ -98,5 +103,7 @@ mod tests {
         assert!(is_json("application/json; charset=utf-8"));
         assert!(is_json("application/problem+json"));
         assert!(!is_json("text/html"));
+        assert!(is_html("text/html; charset=utf-8"));
+        assert!(!is_html("text/event-stream"));
     }
 }

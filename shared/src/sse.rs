@@ -45,6 +45,8 @@ pub struct Decoder {
     retry: Option<u64>,
     /// The previous chunk ended in `\r`: a `\n` starting the next chunk belongs to that line end.
     skip_lf: bool,
+    /// A line has begun in an earlier chunk (held in `line`, or dropped past the cap).
+    in_line: bool,
     /// Bytes of a possible BOM seen at the very start; `None` once the start is behind us.
     bom_prefix: Option<usize>,
     max_event_bytes: usize,
@@ -73,6 +75,7 @@ impl Decoder {
             id: None,
             retry: None,
             skip_lf: false,
+            in_line: false,
             bom_prefix: Some(0),
             max_event_bytes,
             discarding: false,
@@ -109,15 +112,28 @@ impl Decoder {
             } else {
                 1
             };
-            let completed = if self.line.is_empty() {
-                self.process_line(&chunk[..end])
+            let completed = if !self.in_line {
+                // A whole line in one chunk counts against the cap as a line held across
+                // chunks would, so the events never depend on where the body was cut.
+                let line = &chunk[..end];
+                if !line.is_empty() && self.held_bytes() + line.len() > self.max_event_bytes {
+                    self.start_discarding();
+                }
+                self.process_line(line)
             } else {
                 self.append_to_line(&chunk[..end]);
-                let line = std::mem::take(&mut self.line);
-                let event = self.process_line(&line);
-                self.line = line;
-                self.line.clear();
-                event
+                self.in_line = false;
+                if self.discarding {
+                    // The line grew past the cap and was dropped with its event: it is not
+                    // the blank line that would end the event.
+                    None
+                } else {
+                    let line = std::mem::take(&mut self.line);
+                    let event = self.process_line(&line);
+                    self.line = line;
+                    self.line.clear();
+                    event
+                }
             };
             if let Some(event) = completed {
                 on_event(event);
@@ -132,6 +148,7 @@ impl Decoder {
     pub fn finish(&mut self) -> Option<Event> {
         let line = std::mem::take(&mut self.line);
         self.skip_lf = false;
+        self.in_line = false;
         let pending = if line.is_empty() {
             None
         } else {
@@ -176,6 +193,7 @@ impl Decoder {
         if bytes.is_empty() {
             return;
         }
+        self.in_line = true;
         if self.discarding || self.held_bytes() + bytes.len() > self.max_event_bytes {
             self.start_discarding();
             return;
@@ -210,6 +228,8 @@ impl Decoder {
         };
         match name {
             b"data" => {
+                // Measured once decoded: each invalid byte becomes a 3-byte U+FFFD.
+                let value = String::from_utf8_lossy(value);
                 if self.data.len() + value.len() + 1 > self.max_event_bytes {
                     self.start_discarding();
                     return None;
@@ -217,7 +237,7 @@ impl Decoder {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push_str(&value);
                 self.has_data = true;
             }
             b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
@@ -429,6 +449,29 @@ mod tests {
         assert_eq!(decoder.dropped_events(), 1);
         let next: Vec<_> = decoder.push(b"data: ok\n\n").collect();
         assert_eq!(next, vec![Event::data("ok")]);
+    }
+
+    #[test]
+    fn an_oversized_line_is_dropped_wherever_the_body_is_cut() {
+        let stream = format!("event: {}\ndata: x\n\ndata: ok\n\n", "e".repeat(100));
+        let expected = vec![Event::data("ok")];
+        for cut in 0..=stream.len() {
+            let mut decoder = Decoder::with_max_event_bytes(64);
+            let mut events: Vec<Event> = decoder.push(&stream.as_bytes()[..cut]).collect();
+            events.extend(decoder.push(&stream.as_bytes()[cut..]));
+            assert_eq!(events, expected, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_counts_against_the_cap_as_decoded() {
+        let mut decoder = Decoder::with_max_event_bytes(64);
+        let mut line = b"data: ".to_vec();
+        line.extend_from_slice(&[0xd4; 40]);
+        line.push(b'\n');
+        assert_eq!(decoder.push(&line).count(), 0);
+        assert!(decoder.held_bytes() <= 64, "{}", decoder.held_bytes());
+        assert_eq!(decoder.push(b"\ndata: ok\n\n").count(), 1);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! of OpenAI-compatible services), [`azure`] (Azure OpenAI deployments), [`anthropic`]
 //! (Messages), [`gemini`] (Gemini API), [`vertex`] (Vertex AI and Google's token endpoint),
 //! [`bedrock`] (Converse, SigV4-checked, event-stream framing), [`cohere`] (Chat v2) and
-//! [`ollama`] (native `/api/chat`). All of them take the per-request knobs of [`knobs`].
+//! [`ollama`] (native `/api/chat`). All of them take the per-request knobs of [`knobs`];
+//! [`faulty`] fails on request (cut connections, stalls, garbage).
 
 pub mod aliyun_green;
 pub mod anthropic;
@@ -17,6 +18,7 @@ pub mod bedrock;
 pub mod bedrock_guardrail;
 pub mod cohere;
 pub mod embeddings;
+pub mod faulty;
 pub mod gemini;
 pub mod guard_model;
 pub mod knobs;
@@ -37,7 +39,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -82,6 +83,15 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         pieces: Box<dyn Iterator<Item = (Duration, Bytes)> + Send>,
     },
+    /// Like `Stream`, then the connection is cut without the end of the body: a provider that
+    /// crashes or drops the connection mid-answer.
+    Broken {
+        status: u16,
+        headers: Vec<(String, String)>,
+        pieces: Box<dyn Iterator<Item = (Duration, Bytes)> + Send>,
+    },
+    /// The connection is closed without an answer.
+    Hangup,
 }
 
 impl Reply {
@@ -268,13 +278,14 @@ async fn serve(
     }
 }
 
-type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type MockBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 async fn handle(
     request: Request<Incoming>,
     provider: Arc<dyn Provider>,
     log: Arc<RequestLog>,
-) -> Result<Response<MockBody>, Infallible> {
+) -> Result<Response<MockBody>, BoxError> {
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
@@ -302,6 +313,10 @@ async fn handle(
     };
     let reply = provider.handle(&recorded);
     log.push(recorded);
+    if let Reply::Hangup = reply {
+        // A service error makes hyper close the connection without a response.
+        return Err("the mock hangs up".into());
+    }
     Ok(into_response(reply))
 }
 
@@ -311,25 +326,22 @@ fn into_response(reply: Reply) -> Response<MockBody> {
             status,
             headers,
             body,
-        } => (status, headers, Full::new(body).boxed()),
+        } => (
+            status,
+            headers,
+            Full::new(body).map_err(|never| match never {}).boxed(),
+        ),
         Reply::Stream {
             status,
             headers,
             pieces,
-        } => {
-            let (tx, rx) = mpsc::channel::<Bytes>(16);
-            tokio::spawn(async move {
-                for (delay, bytes) in pieces {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    if tx.send(bytes).await.is_err() {
-                        return; // client went away
-                    }
-                }
-            });
-            (status, headers, ChannelBody { rx }.boxed())
-        }
+        } => (status, headers, channel_body(pieces, false)),
+        Reply::Broken {
+            status,
+            headers,
+            pieces,
+        } => (status, headers, channel_body(pieces, true)),
+        Reply::Hangup => unreachable!("answered by closing the connection"),
     };
     let mut response = Response::builder().status(status);
     for (name, value) in headers {
@@ -338,21 +350,44 @@ fn into_response(reply: Reply) -> Response<MockBody> {
     response.body(body).expect("valid mock response")
 }
 
+/// A body sent piece by piece, each after its delay; `broken` ends it with an error, which
+/// makes hyper cut the connection instead of ending the body.
+fn channel_body(
+    pieces: Box<dyn Iterator<Item = (Duration, Bytes)> + Send>,
+    broken: bool,
+) -> MockBody {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(16);
+    tokio::spawn(async move {
+        for (delay, bytes) in pieces {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(bytes)).await.is_err() {
+                return; // client went away
+            }
+        }
+        if broken {
+            let _ = tx.send(Err("the mock cuts the connection".into())).await;
+        }
+    });
+    ChannelBody { rx }.boxed()
+}
+
 /// A response body fed by a channel, one frame per piece.
 struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
 }
 
 impl Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.rx
             .poll_recv(cx)
-            .map(|piece| piece.map(|bytes| Ok(Frame::data(bytes))))
+            .map(|piece| piece.map(|bytes| bytes.map(Frame::data)))
     }
 }

@@ -274,6 +274,11 @@ fn validate_chat(body: &Value, model_required: bool) -> Result<(), Reply> {
                         Some("invalid_value"),
                     ));
                 }
+                if let Some(Value::Array(parts)) = message.get("content") {
+                    for (j, part) in parts.iter().enumerate() {
+                        validate_part(part, &format!("messages[{i}].content[{j}]"))?;
+                    }
+                }
             }
             match body.get("stream") {
                 None | Some(Value::Null) | Some(Value::Bool(_)) => Ok(()),
@@ -282,6 +287,38 @@ fn validate_chat(body: &Value, model_required: bool) -> Result<(), Reply> {
         }
         Some(other) => Err(invalid_type("messages", "an array", other)),
     }
+}
+
+/// A content part: a known type, and `text` for text parts.
+fn validate_part(part: &Value, at: &str) -> Result<(), Reply> {
+    let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+    if ![
+        "text",
+        "image_url",
+        "input_audio",
+        "refusal",
+        "audio",
+        "file",
+    ]
+    .contains(&kind)
+    {
+        return Err(error(
+            400,
+            &format!("Invalid value: '{kind}'. Supported values are: 'text', 'image_url', 'input_audio', 'refusal', 'audio', and 'file'."),
+            Some(&format!("{at}.type")),
+            Some("invalid_value"),
+        ));
+    }
+    if kind == "text" && !part.get("text").is_some_and(Value::is_string) {
+        let param = format!("{at}.text");
+        return Err(error(
+            400,
+            &format!("Missing required parameter: '{param}'."),
+            Some(&param),
+            Some("missing_required_parameter"),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid_type(param: &str, expected: &str, got: &Value) -> Reply {

@@ -12,8 +12,10 @@
 use crate::keys::KeyRing;
 use crate::mapping::ModelMapping;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
+use crate::translate::canonical::path_model;
 use crate::vertex_auth::ServiceAccount;
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
+use aigw_shared::error::ApiError;
 use aigw_shared::rules::{parse_object, ConfigError};
 use aigw_shared::sign::AwsCredentials;
 use serde::Deserialize;
@@ -363,11 +365,17 @@ impl Provider {
         })
     }
 
-    /// The path for an API, with the provider's prefix and query.
-    pub fn path(&self, suffix: &str, model: &str) -> String {
+    /// The path for an API, with the provider's prefix and query. A model that names an Azure
+    /// deployment must be a plain name: anything else could reach another resource with the
+    /// provider's key.
+    pub fn path(&self, suffix: &str, model: &str) -> Result<String, ApiError> {
         let path = match (self.kind.wire, suffix) {
             (WireFormat::Azure, _) => {
-                let deployment = self.deployment.as_deref().unwrap_or(model);
+                let deployment = match self.deployment.as_deref() {
+                    Some(deployment) => deployment,
+                    None if model.is_empty() => "",
+                    None => path_model(model)?,
+                };
                 format!("/openai/deployments/{deployment}{suffix}")
             }
             (_, "/chat/completions")
@@ -377,11 +385,11 @@ impl Provider {
             }
             _ => format!("{}{suffix}", self.base_path),
         };
-        if self.query.is_empty() {
+        Ok(if self.query.is_empty() {
             path
         } else {
             format!("{path}?{}", self.query)
-        }
+        })
     }
 
     /// The header and value carrying key `key`.
@@ -544,7 +552,10 @@ mod tests {
             (p.id.as_str(), p.authority.as_str()),
             ("openai", "api.openai.com")
         );
-        assert_eq!(p.path("/chat/completions", "m"), "/v1/chat/completions");
+        assert_eq!(
+            p.path("/chat/completions", "m").unwrap(),
+            "/v1/chat/completions"
+        );
         assert_eq!(
             p.auth_header("sk-1"),
             Some(("authorization".into(), "Bearer sk-1".into()))
@@ -560,7 +571,10 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             let c = config(json!({"provider": p})).unwrap();
             let p = c.active.unwrap();
-            (p.authority.clone(), p.path("/chat/completions", "m"))
+            (
+                p.authority.clone(),
+                p.path("/chat/completions", "m").unwrap(),
+            )
         };
         assert_eq!(
             path("zhipuai", json!({})),
@@ -608,17 +622,24 @@ mod tests {
         let p = c.active.unwrap();
         assert_eq!(p.authority, "res.openai.azure.com");
         assert_eq!(
-            p.path("/chat/completions", "ignored"),
+            p.path("/chat/completions", "ignored").unwrap(),
             "/openai/deployments/gpt-4o/chat/completions?api-version=2024-12-01-preview"
         );
         assert_eq!(p.auth_header("k"), Some(("api-key".into(), "k".into())));
         let c = config(json!({"provider": {"type": "azure", "apiTokens": ["k"], "azureServiceUrl": "https://res.openai.azure.com"}})).unwrap();
+        let p = c.active.unwrap();
         assert_eq!(
-            c.active
-                .unwrap()
-                .path("/embeddings", "text-embedding-3-small"),
+            p.path("/embeddings", "text-embedding-3-small").unwrap(),
             "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
         );
+        // The model names the deployment: it must not climb out of it.
+        for model in ["../../files", "gpt-4o/../../x", "m?api-version=1", "a b", ".."] {
+            assert_eq!(
+                p.path("/chat/completions", model).unwrap_err().status,
+                400,
+                "{model}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod rs256;
 pub mod translate;
 pub mod vertex_auth;
 
+use aigw_shared::body::is_html;
 use aigw_shared::callout::{Callout, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::host::{self, Metrics};
@@ -260,7 +261,17 @@ impl HttpContext for ProxyStream {
             return Action::Continue;
         };
         let headers = host::ResponseHeaders::read();
-        let status = headers.status();
+        let mut status = headers.status();
+        if exchange.provider.is_some()
+            && status < 300
+            && headers.get("content-type").is_some_and(is_html)
+            && exchange.api != Api::Other
+        {
+            // A web page is no API answer (a proxy's or a captive portal's error page): a 502,
+            // which Envoy may retry on another provider, with the page as the error message.
+            status = 502;
+            host::set_response_header(":status", Some("502"));
+        }
         if refuses_key(status) {
             exchange.cool_down_key(headers.get("retry-after"));
         }
@@ -528,7 +539,7 @@ impl Exchange {
             } else {
                 self.provider_model(provider, model)
             };
-            set_path(self.upstream, &provider.path(suffix, &model));
+            set_path(self.upstream, &provider.path(suffix, &model)?);
         }
         // Envoy picks the route again when a downstream filter changes request headers; a new
         // `:authority` could select another virtual host. Downstream, the route sets the host
@@ -591,14 +602,17 @@ impl Exchange {
                 Ok(out)
             }
             None => {
-                // The client edge alone: pass the canonical request on, on the same route prefix.
+                // The client edge alone: pass the canonical request on, on the same route prefix,
+                // labelled JSON whatever the client said, so that no plugin after this one
+                // skips a body it would only read as JSON (a guardrail bypassed by
+                // `content-type: text/plain`).
                 if self.api == Api::Messages {
                     set_path(
                         self.upstream,
                         &translate::chat_path_for(&client_path(self.upstream)),
                     );
-                    host::set_request_header("content-type", Some("application/json"));
                 }
+                host::set_request_header("content-type", Some("application/json"));
                 serde_json::to_vec(&request)
                     .map_err(|e| ApiError::new(500, "server_error", e.to_string()))
             }

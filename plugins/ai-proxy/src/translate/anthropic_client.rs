@@ -79,9 +79,10 @@ fn chat_request(request: MessagesRequest) -> Result<ChatRequest, ApiError> {
             ..Default::default()
         });
     }
-    for message in request.messages {
+    for (index, message) in request.messages.into_iter().enumerate() {
         match message.role {
-            Role::User => push_user(&mut messages, message.content),
+            Role::User => push_user(&mut messages, message.content)
+                .map_err(|block| unsupported_block(index, block))?,
             Role::Assistant => messages.push(assistant_message(message.content)),
         }
     }
@@ -175,10 +176,12 @@ fn blocks_text(blocks: &[ContentBlock]) -> String {
 }
 
 /// A user turn: its tool results become `tool` messages (first, as OpenAI wants them right
-/// after the assistant's calls), the rest one user message.
-fn push_user(messages: &mut Vec<Message>, content: MessageContent) {
+/// after the assistant's calls), the rest one user message. A block that cannot be carried
+/// over (a document, an image source of another kind, a type added later) is an error with
+/// its index: dropping it would have the model answer without what the user sent.
+fn push_user(messages: &mut Vec<Message>, content: MessageContent) -> Result<(), usize> {
     let mut parts = Vec::new();
-    for block in content.blocks() {
+    for (index, block) in content.blocks().into_iter().enumerate() {
         match block {
             ContentBlock::Text { text } => parts.push(ContentPart {
                 kind: "text".into(),
@@ -186,13 +189,12 @@ fn push_user(messages: &mut Vec<Message>, content: MessageContent) {
                 ..Default::default()
             }),
             ContentBlock::Image { source } => {
-                if let Some(url) = source.to_url() {
-                    parts.push(ContentPart {
-                        kind: "image_url".into(),
-                        image_url: Some(ImageUrl { url, detail: None }),
-                        ..Default::default()
-                    });
-                }
+                let url = source.to_url().ok_or(index)?;
+                parts.push(ContentPart {
+                    kind: "image_url".into(),
+                    image_url: Some(ImageUrl { url, detail: None }),
+                    ..Default::default()
+                });
             }
             ContentBlock::ToolResult {
                 tool_use_id,
@@ -214,11 +216,15 @@ fn push_user(messages: &mut Vec<Message>, content: MessageContent) {
                     ..Default::default()
                 });
             }
-            _ => {}
+            ContentBlock::Unsupported => return Err(index),
+            // The model's own blocks, sent back in a user turn: nothing to carry.
+            ContentBlock::ToolUse { .. }
+            | ContentBlock::Thinking { .. }
+            | ContentBlock::RedactedThinking { .. } => {}
         }
     }
     if parts.is_empty() {
-        return;
+        return Ok(());
     }
     let content = if parts.len() == 1 && parts[0].kind == "text" {
         Content::Text(parts.remove(0).text.unwrap_or_default())
@@ -230,6 +236,15 @@ fn push_user(messages: &mut Vec<Message>, content: MessageContent) {
         content: Some(content),
         ..Default::default()
     });
+    Ok(())
+}
+
+fn unsupported_block(message: usize, block: usize) -> ApiError {
+    let param = format!("messages[{message}].content[{block}]");
+    ApiError::invalid_request(
+        Some(&param),
+        format!("{param}: this content block cannot be sent on (supported in user turns: text, image with a base64 or url source, tool_result)"),
+    )
 }
 
 fn assistant_message(content: MessageContent) -> Message {
@@ -269,8 +284,12 @@ impl ResponseStage for AnthropicClient {
             self.mode = Some(Mode::Stream);
             Plan::STREAM
         } else {
+            // A message or an error, always JSON (Envoy's own replies are plain text).
             self.mode = Some(Mode::Whole);
-            Plan::WHOLE
+            Plan {
+                content_type: Some("application/json"),
+                ..Plan::WHOLE
+            }
         }
     }
 
@@ -544,6 +563,37 @@ mod tests {
         AnthropicClient::default()
             .request(&serde_json::to_vec(&body).unwrap())
             .unwrap()
+    }
+
+    #[test]
+    fn user_blocks_that_cannot_be_sent_on_are_refused_naming_them() {
+        for (block, param) in [
+            (
+                json!({"type": "image_url", "image_url": {"url": "https://x/a.png"}}),
+                "messages[1].content[1]",
+            ),
+            (
+                json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}),
+                "messages[1].content[1]",
+            ),
+            (
+                json!({"type": "image", "source": {"type": "file", "file_id": "f1"}}),
+                "messages[1].content[1]",
+            ),
+        ] {
+            let body = json!({"model": "m", "max_tokens": 10, "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "user", "content": [{"type": "text", "text": "read this"}, block]}
+            ]});
+            let err = AnthropicClient::default()
+                .request(&serde_json::to_vec(&body).unwrap())
+                .unwrap_err();
+            assert_eq!(
+                (err.status, err.param.as_deref()),
+                (400, Some(param)),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -68,7 +68,8 @@ impl Bedrock {
 
 impl ProviderAdapter for Bedrock {
     fn chat_request(&mut self, request: ChatRequest, model: &str) -> Result<Vec<u8>, ApiError> {
-        self.model = model.to_string();
+        // Encoded into one path segment, but `..` would still climb out of `/model/`.
+        self.model = canonical::path_segment(model)?.to_string();
         self.stream = request.is_stream();
         self.writer.include_usage = request.include_usage();
         self.writer.model = model.to_string();
@@ -517,6 +518,16 @@ mod tests {
             "string"
         );
         assert_eq!(body["additionalModelRequestFields"], json!({"top_k": 5}));
+    }
+
+    #[test]
+    fn dot_segments_are_no_model() {
+        for model in ["", ".", ".."] {
+            let err = adapter(false)
+                .chat_request(request(json!({"model": "x", "messages": []})), model)
+                .unwrap_err();
+            assert_eq!(err.status, 400, "{model:?}");
+        }
     }
 
     #[test]

@@ -47,18 +47,30 @@ pub fn data_url(url: &str) -> Option<(&str, &str)> {
 }
 
 /// A model name that can stand in a URL path as it is (providers that name the model in the
-/// path): letters, digits, `.`, `_`, `-` and `@`; anything else could reach another resource
-/// with the provider's key, and is a 400.
+/// path): letters, digits, `.`, `_`, `-` and `@`, and not `.` or `..`; anything else could
+/// reach another resource with the provider's key, and is a 400.
 pub fn path_model(model: &str) -> Result<&str, ApiError> {
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
-    if !model.is_empty() && model.chars().all(safe) {
-        Ok(model)
+    if model.chars().all(safe) {
+        path_segment(model)
     } else {
-        Err(ApiError::invalid_request(
-            Some("model"),
-            format!("model: {model:?} is not a model name this provider takes"),
-        ))
+        Err(not_a_model(model))
     }
+}
+
+/// A model that becomes one path segment once encoded: anything but empty, `.` and `..`.
+pub fn path_segment(model: &str) -> Result<&str, ApiError> {
+    match model {
+        "" | "." | ".." => Err(not_a_model(model)),
+        _ => Ok(model),
+    }
+}
+
+fn not_a_model(model: &str) -> ApiError {
+    ApiError::invalid_request(
+        Some("model"),
+        format!("model: {model:?} is not a model name this provider takes"),
+    )
 }
 
 /// An unsupported message role, as a 400 naming the message.

@@ -17,6 +17,8 @@ use serde_json::Value;
 pub struct OpenAiClient {
     strip_usage_chunk: bool,
     decoder: Decoder,
+    /// The stream said it was complete: `[DONE]`, a finish reason or an error.
+    finished: bool,
     /// A non-JSON error body is collected and answered as an OpenAI error with this status.
     wrap_error: Option<u16>,
     error_body: Vec<u8>,
@@ -68,28 +70,63 @@ impl ResponseStage for OpenAiClient {
             return;
         }
         for event in super::events(&mut self.decoder, input, end) {
-            if !is_usage_only_chunk(&event) {
+            let chunk = Chunk::of(&event);
+            self.finished |= event.is_done() || chunk.finishes;
+            if !chunk.usage_only {
                 sse::write_event(out, event.event.as_deref(), &event.data);
             }
+        }
+        if end && !self.finished {
+            // Cut short (the provider closed the stream mid-answer, or sent no SSE at all):
+            // the client gets an error event, as OpenAI sends one, never a silent clean end.
+            out.extend_from_slice(STREAM_CUT);
+            self.finished = true;
         }
     }
 }
 
-/// The chunk `stream_options.include_usage` adds: no choices, only usage.
-fn is_usage_only_chunk(event: &Event) -> bool {
-    #[derive(Deserialize)]
-    struct Shape {
-        choices: Option<Vec<Value>>,
-        usage: Option<Value>,
-    }
-    if !event.data.contains("\"usage\"") {
-        return false;
-    }
-    match serde_json::from_str::<Shape>(&event.data) {
-        Ok(shape) => {
-            shape.choices.is_some_and(|c| c.is_empty()) && shape.usage.is_some_and(|u| !u.is_null())
+const STREAM_CUT: &[u8] = b"data: {\"error\":{\"message\":\"the provider ended the stream early\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+
+/// What the client edge needs to know of a chunk, read in one parse (and only for chunks that
+/// can say it).
+#[derive(Default)]
+struct Chunk {
+    /// The chunk `stream_options.include_usage` adds: no choices, only usage.
+    usage_only: bool,
+    /// A choice finished, or the provider reported an error.
+    finishes: bool,
+}
+
+impl Chunk {
+    fn of(event: &Event) -> Chunk {
+        #[derive(Deserialize)]
+        struct Choice {
+            finish_reason: Option<Value>,
         }
-        Err(_) => false,
+        #[derive(Deserialize)]
+        struct Shape {
+            choices: Option<Vec<Choice>>,
+            usage: Option<Value>,
+            error: Option<Value>,
+        }
+        let data = &event.data;
+        if !(data.contains("\"usage\"")
+            || data.contains("\"finish_reason\"")
+            || data.contains("\"error\""))
+        {
+            return Chunk::default();
+        }
+        let Ok(shape) = serde_json::from_str::<Shape>(data) else {
+            return Chunk::default();
+        };
+        let choices = shape.choices.unwrap_or_default();
+        Chunk {
+            usage_only: choices.is_empty() && shape.usage.is_some_and(|u| !u.is_null()),
+            finishes: shape.error.is_some_and(|e| !e.is_null())
+                || choices
+                    .iter()
+                    .any(|c| c.finish_reason.as_ref().is_some_and(|r| !r.is_null())),
+        }
     }
 }
 
@@ -124,6 +161,36 @@ mod tests {
             out.contains("\"Hi\"") && out.ends_with("data: [DONE]\n\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_stream_cut_short_ends_with_an_error_event() {
+        let make = || {
+            let mut client = OpenAiClient::default();
+            client
+                .request(br#"{"model":"m","stream":true,"messages":[]}"#)
+                .unwrap();
+            client
+        };
+        let cut = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\n\n";
+        for body in [cut, "\u{0}not sse at all\n\n"] {
+            let out = same_at_every_split(make, 200, "text/event-stream", body.as_bytes());
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.ends_with(std::str::from_utf8(STREAM_CUT).unwrap()),
+                "{out}"
+            );
+        }
+        // A finish reason, an error or [DONE] completes a stream: nothing is added.
+        let finished =
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let error = "data: {\"error\":{\"message\":\"Rate limit reached\"}}\n\n";
+        for body in [finished, error, stream()] {
+            let out = same_at_every_split(make, 200, "text/event-stream", body.as_bytes());
+            assert!(!String::from_utf8(out)
+                .unwrap()
+                .contains("ended the stream early"));
+        }
     }
 
     #[test]
