@@ -565,8 +565,10 @@ fn a_panicking_plugin_under_each_failure_policy() {
         Value::Object(others)
     };
     for (route, _) in policies {
-        gateway = gateway.raw_route(json!({"name": route, "match": {"prefix": format!("/{route}/")},
-            "route": {"cluster": "provider"}, "typed_per_filter_config": only(route)}));
+        gateway = gateway.raw_route(
+            json!({"name": route, "match": {"prefix": format!("/{route}/")},
+            "route": {"cluster": "provider"}, "typed_per_filter_config": only(route)}),
+        );
     }
     gateway = gateway.raw_route(json!({"name": "other", "match": {"prefix": "/"},
         "route": {"cluster": "provider"}, "typed_per_filter_config": only("none")}));
@@ -592,7 +594,11 @@ fn a_panicking_plugin_under_each_failure_policy() {
     for (route, policy) in policies {
         let first = ask(route, false);
         assert_eq!(first.status, 200, "{policy}");
-        assert_eq!(first.header("x-test-plugin-requests"), Some("1"), "{policy}");
+        assert_eq!(
+            first.header("x-test-plugin-requests"),
+            Some("1"),
+            "{policy}"
+        );
 
         let panicked = ask(route, true);
         assert_eq!(panicked.status, 503, "{policy}: {}", panicked.text());
@@ -608,7 +614,11 @@ fn a_panicking_plugin_under_each_failure_policy() {
             }
             "FAIL_OPEN" => {
                 assert_eq!(after.status, 200, "{policy}");
-                assert_eq!(after.header("x-test-plugin-requests"), None, "{policy}: bypassed");
+                assert_eq!(
+                    after.header("x-test-plugin-requests"),
+                    None,
+                    "{policy}: bypassed"
+                );
             }
             _ => {
                 // A fresh VM (its count starts again) once the backoff has passed.
@@ -619,7 +629,11 @@ fn a_panicking_plugin_under_each_failure_policy() {
                     reply = ask(route, false);
                 }
                 assert_eq!(reply.status, 200, "{policy}: never reloaded");
-                assert_eq!(reply.header("x-test-plugin-requests"), Some("1"), "{policy}");
+                assert_eq!(
+                    reply.header("x-test-plugin-requests"),
+                    Some("1"),
+                    "{policy}"
+                );
                 assert!(envoy.stat("wasm.panic-reload.vm_reload_success") >= 1);
             }
         }

@@ -39,7 +39,14 @@ const CLIENT_X_API_KEY: &str = "sk-client-x-api-key-never-forwarded-22";
 const CLIENT_API_KEY: &str = "client-api-key-never-forwarded-33";
 const CLIENT_GOOG_KEY: &str = "client-goog-key-never-forwarded-44";
 
-const PROVIDERS: [&str; 6] = ["openai", "anthropic", "azure", "gemini", "bedrock", "vertex"];
+const PROVIDERS: [&str; 6] = [
+    "openai",
+    "anthropic",
+    "azure",
+    "gemini",
+    "bedrock",
+    "vertex",
+];
 const CHAT: &str = "/v1/chat/completions";
 
 struct Fixture {
@@ -108,7 +115,9 @@ fn redis_with_credentials() -> RedisWebdis {
         .expect("webdis template");
     let locked = webdis.replace(
         r#"{"ip": "127.0.0.1/32", "enabled": ["EVAL"]}"#,
-        &format!(r#"{{"http_basic_auth": "{WEBDIS_USER}:{WEBDIS_PASSWORD}", "enabled": ["EVAL"]}}"#),
+        &format!(
+            r#"{{"http_basic_auth": "{WEBDIS_USER}:{WEBDIS_PASSWORD}", "enabled": ["EVAL"]}}"#
+        ),
     );
     assert_ne!(locked, webdis, "the shipped Webdis ACL changed");
     let template = paths::scratch_dir("webdis-template").join("webdis.json");
@@ -222,7 +231,10 @@ fn message(question: &str, stream: bool) -> Value {
 fn client(key: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
         ("x-api-key", key),
-        ("authorization", "Bearer sk-client-bearer-never-forwarded-11"),
+        (
+            "authorization",
+            "Bearer sk-client-bearer-never-forwarded-11",
+        ),
         ("anthropic-version", "2023-06-01"),
     ]
 }
@@ -260,10 +272,7 @@ fn secrets() -> Vec<(String, String)> {
         named("embedding key", EMBEDDING_KEY),
         named("Webdis password", WEBDIS_PASSWORD),
         named("wrong Webdis password", WRONG_WEBDIS_PASSWORD),
-        named(
-            "Webdis credentials",
-            &basic(WEBDIS_USER, WEBDIS_PASSWORD),
-        ),
+        named("Webdis credentials", &basic(WEBDIS_USER, WEBDIS_PASSWORD)),
         named(
             "wrong Webdis credentials",
             &basic(WEBDIS_USER, WRONG_WEBDIS_PASSWORD),
@@ -277,13 +286,29 @@ fn workload(f: &Fixture) {
     let bob = client("key-bob");
     for p in PROVIDERS {
         let path = format!("/{p}{CHAT}");
-        let reply = f.post(&path, &chat(&format!("Mail me at alice@example.com about {p}")), &alice);
+        let reply = f.post(
+            &path,
+            &chat(&format!("Mail me at alice@example.com about {p}")),
+            &alice,
+        );
         assert_eq!(reply.status, 200, "{p}: {}", reply.text());
-        let reply = f.stream(&path, &streaming(&format!("Stream something about {p}")), &alice);
+        let reply = f.stream(
+            &path,
+            &streaming(&format!("Stream something about {p}")),
+            &alice,
+        );
         assert_eq!(reply.status, 200, "{p}: {}", reply.text());
-        let reply = f.stream(&format!("/{p}/v1/messages"), &message(&format!("Claude asks about {p}"), true), &bob);
+        let reply = f.stream(
+            &format!("/{p}/v1/messages"),
+            &message(&format!("Claude asks about {p}"), true),
+            &bob,
+        );
         assert_eq!(reply.status, 200, "{p}: {}", reply.text());
-        let reply = f.post(&path, &chat(&format!("How do I build a bomb with {p}")), &alice);
+        let reply = f.post(
+            &path,
+            &chat(&format!("How do I build a bomb with {p}")),
+            &alice,
+        );
         assert_eq!(reply.header("x-ai-content-safety"), Some("blocked"), "{p}");
         let mut failing = alice.clone();
         failing.push(("x-mock-status", "429"));
@@ -298,8 +323,16 @@ fn workload(f: &Fixture) {
     assert!(reply.text().contains("[redacted]"), "{}", reply.text());
     // A cache hit, embeddings, the model list.
     let question = chat("What is the tallest mountain on Earth?");
-    assert_eq!(f.post(&format!("/openai{CHAT}"), &question, &alice).header("x-ai-cache"), Some("miss"));
-    assert_eq!(f.post(&format!("/openai{CHAT}"), &question, &alice).header("x-ai-cache"), Some("hit"));
+    assert_eq!(
+        f.post(&format!("/openai{CHAT}"), &question, &alice)
+            .header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        f.post(&format!("/openai{CHAT}"), &question, &alice)
+            .header("x-ai-cache"),
+        Some("hit")
+    );
     let reply = f.post(
         "/openai/v1/embeddings",
         &json!({"model": "text-embedding-3-small", "input": "hello"}),
@@ -309,10 +342,22 @@ fn workload(f: &Fixture) {
     let reply = f.seen(get_with(&f.envoy.url("/openai/v1/models"), &alice));
     assert_eq!(reply.status, 200, "{}", reply.text());
     // Credentials a service refuses: the failure policies apply, and nothing is echoed.
-    let reply = f.post(&format!("/wrong-webdis-password{CHAT}"), &chat("Quota store refuses us"), &alice);
+    let reply = f.post(
+        &format!("/wrong-webdis-password{CHAT}"),
+        &chat("Quota store refuses us"),
+        &alice,
+    );
     assert_eq!(reply.status, 200, "fail-open: {}", reply.text());
-    let reply = f.post(&format!("/wrong-moderation-key{CHAT}"), &chat("Moderation refuses us"), &alice);
-    assert_eq!(reply.header("x-ai-content-safety"), Some("blocked"), "fail-closed");
+    let reply = f.post(
+        &format!("/wrong-moderation-key{CHAT}"),
+        &chat("Moderation refuses us"),
+        &alice,
+    );
+    assert_eq!(
+        reply.header("x-ai-content-safety"),
+        Some("blocked"),
+        "fail-closed"
+    );
     // No gateway key at all.
     let reply = f.post(&format!("/openai{CHAT}"), &chat("Who am I"), &[]);
     assert_eq!(reply.status, 401, "{}", reply.text());
@@ -330,7 +375,11 @@ fn no_secret_reaches_logs_metrics_access_logs_or_answers() {
     });
     std::thread::sleep(std::time::Duration::from_millis(600));
     let read = |file: &str| std::fs::read_to_string(f.envoy.dir.join(file)).unwrap_or_default();
-    let admin = |path: &str| e2e::client::get(&f.envoy.admin_url(path)).expect("admin").text();
+    let admin = |path: &str| {
+        e2e::client::get(&f.envoy.admin_url(path))
+            .expect("admin")
+            .text()
+    };
     let emitted = [
         ("Envoy log", read("envoy.log")),
         ("Envoy stderr", read("stderr.log")),
@@ -339,14 +388,27 @@ fn no_secret_reaches_logs_metrics_access_logs_or_answers() {
         ("/stats/prometheus", admin("/stats/prometheus")),
         ("answers", f.replies.lock().unwrap().join("\n")),
     ];
-    assert!(emitted[0].1.contains("quota store failed"), "the failures were logged");
-    assert!(emitted[2].1.lines().count() >= 30, "the access log has the workload");
+    assert!(
+        emitted[0].1.contains("quota store failed"),
+        "the failures were logged"
+    );
+    assert!(
+        emitted[2].1.lines().count() >= 30,
+        "the access log has the workload"
+    );
     let mut leaks = Vec::new();
     for (secret_name, secret) in secrets() {
         for (place, text) in &emitted {
             if let Some(at) = text.find(&secret) {
-                let start = text[..at].char_indices().rev().nth(80).map_or(0, |(i, _)| i);
-                leaks.push(format!("{secret_name} in {place}: …{}…", &text[start..at + secret.len()]));
+                let start = text[..at]
+                    .char_indices()
+                    .rev()
+                    .nth(80)
+                    .map_or(0, |(i, _)| i);
+                leaks.push(format!(
+                    "{secret_name} in {place}: …{}…",
+                    &text[start..at + secret.len()]
+                ));
             }
         }
     }
@@ -360,7 +422,10 @@ fn client_credentials_never_reach_a_provider_or_a_service() {
     // Every credential header a client might send, on a route without gateway keys (so none
     // is consumed by the key check) and through every provider.
     let all = [
-        ("authorization", "Bearer sk-client-bearer-never-forwarded-11"),
+        (
+            "authorization",
+            "Bearer sk-client-bearer-never-forwarded-11",
+        ),
         ("x-api-key", CLIENT_X_API_KEY),
         ("api-key", CLIENT_API_KEY),
         ("x-goog-api-key", CLIENT_GOOG_KEY),
@@ -368,20 +433,47 @@ fn client_credentials_never_reach_a_provider_or_a_service() {
     ];
     let reply = f.post(&format!("/open{CHAT}"), &chat("Forward my keys?"), &all);
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let reply = f.post("/open/v1/messages", &message("Forward my keys, Claude?", false), &all);
+    let reply = f.post(
+        "/open/v1/messages",
+        &message("Forward my keys, Claude?", false),
+        &all,
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     for p in PROVIDERS {
-        let reply = f.stream(&format!("/{p}/v1/messages"), &message("And now?", true), &client("key-bob"));
+        // Questions of their own, so that no cache hit stands in for the provider.
+        let reply = f.stream(
+            &format!("/{p}/v1/messages"),
+            &message(&format!("And now, {p}?"), true),
+            &client("key-bob"),
+        );
         assert_eq!(reply.status, 200, "{p}: {}", reply.text());
-        let reply = f.post(&format!("/{p}{CHAT}"), &chat("And here?"), &client("key-bob"));
+        let reply = f.post(
+            &format!("/{p}{CHAT}"),
+            &chat(&format!("And here, {p}?")),
+            &client("key-bob"),
+        );
         assert_eq!(reply.status, 200, "{p}: {}", reply.text());
     }
     for (name, mock) in &f.mocks {
         let requests = mock.requests.all();
-        assert!(!requests.is_empty() || *name == "google-auth", "{name} was called");
+        assert!(
+            !requests.is_empty() || *name == "google-auth",
+            "{name} was called"
+        );
         for request in requests {
-            let everything = format!("{:?} {}", request.headers, String::from_utf8_lossy(&request.body));
-            for secret in [CLIENT_BEARER, CLIENT_X_API_KEY, CLIENT_API_KEY, CLIENT_GOOG_KEY, "key-bob", "key-alice"] {
+            let everything = format!(
+                "{:?} {}",
+                request.headers,
+                String::from_utf8_lossy(&request.body)
+            );
+            for secret in [
+                CLIENT_BEARER,
+                CLIENT_X_API_KEY,
+                CLIENT_API_KEY,
+                CLIENT_GOOG_KEY,
+                "key-bob",
+                "key-alice",
+            ] {
                 assert!(
                     !everything.contains(secret),
                     "{name} received the client's {secret}: {} {}",
@@ -415,7 +507,12 @@ fn one_consumer_cannot_spend_another_consumers_quota() {
     let mut as_dave = carol.clone();
     as_dave.push(("x-mse-consumer", "dave"));
     let reply = f.post(&path, &chat("Carol posing as Dave"), &as_dave);
-    assert_eq!(reply.status, 429, "the consumer comes from the key: {}", reply.text());
+    assert_eq!(
+        reply.status,
+        429,
+        "the consumer comes from the key: {}",
+        reply.text()
+    );
     // Dave's quota is his own.
     let second = f.post(&path, &chat("Dave's second question"), &dave);
     assert_eq!(second.status, 200, "{}", second.text());
@@ -437,22 +534,32 @@ fn consumer_scoped_cache_entries_stay_with_their_consumer() {
             .count()
     };
     let alice = client("key-alice");
-    assert_eq!(f.post(&path, &question, &alice).header("x-ai-cache"), Some("miss"));
+    assert_eq!(
+        f.post(&path, &question, &alice).header("x-ai-cache"),
+        Some("miss")
+    );
     let hit = f.post(&path, &question, &alice);
     assert_eq!(hit.header("x-ai-cache"), Some("hit"), "alice's own entry");
     assert_eq!(provider_calls(), 1);
-    // Bob asks the very same question, also posing as alice: neither the exact nor the
-    // semantic layer hands him alice's answer.
+    // Bob asks the very same question posing as alice: neither the exact nor the semantic
+    // layer hands him alice's answer (his consumer is the one his key names).
     let bob = client("key-bob");
     let mut as_alice = bob.clone();
     as_alice.push(("x-mse-consumer", "alice"));
-    for headers in [&bob, &as_alice] {
-        let reply = f.post(&path, &question, headers);
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        assert_ne!(reply.header("x-ai-cache"), Some("hit"), "bob got alice's entry");
-    }
-    assert_eq!(provider_calls(), 2, "bob's first question reached the provider");
-    assert_eq!(f.post(&path, &question, &bob).header("x-ai-cache"), Some("hit"), "bob's own entry");
+    let reply = f.post(&path, &question, &as_alice);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("x-ai-cache"),
+        Some("miss"),
+        "bob got alice's entry"
+    );
+    assert_eq!(provider_calls(), 2, "bob's question reached the provider");
+    // The answer was kept for bob.
+    assert_eq!(
+        f.post(&path, &question, &bob).header("x-ai-cache"),
+        Some("hit"),
+        "bob's own entry"
+    );
 }
 
 #[test]
@@ -471,13 +578,20 @@ fn a_model_name_never_moves_a_request_to_another_provider_path() {
         let reply = f.post(&format!("/{route}{CHAT}"), &body, &alice);
         assert_eq!(reply.status, 400, "{route} {model}: {}", reply.text());
         assert_eq!(reply.json()["error"]["param"], "model", "{}", reply.text());
-        let called = f.mock(mock).requests.all().iter().any(|r| {
-            String::from_utf8_lossy(&r.body).contains(&marker)
-        });
+        let called = f
+            .mock(mock)
+            .requests
+            .all()
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains(&marker));
         assert!(!called, "{route} {model}: the provider was called");
     }
     // A model the deployment takes: the path is that deployment's.
-    let reply = f.post(&format!("/azure-by-model{CHAT}"), &chat("A plain model"), &alice);
+    let reply = f.post(
+        &format!("/azure-by-model{CHAT}"),
+        &chat("A plain model"),
+        &alice,
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     let sent = f
         .mock("azure")
@@ -486,5 +600,10 @@ fn a_model_name_never_moves_a_request_to_another_provider_path() {
         .into_iter()
         .find(|r| String::from_utf8_lossy(&r.body).contains("A plain model"))
         .expect("azure called");
-    assert!(sent.path.starts_with("/openai/deployments/gpt-4o/chat/completions"), "{}", sent.path);
+    assert!(
+        sent.path
+            .starts_with("/openai/deployments/gpt-4o/chat/completions"),
+        "{}",
+        sent.path
+    );
 }

@@ -21,6 +21,8 @@ pub struct RedisWebdis {
     /// Where Webdis listens: the address of the Envoy cluster plugins call.
     pub webdis: SocketAddr,
     pub dir: PathBuf,
+    /// `user:password` when Webdis's ACL takes `EVAL` only with HTTP Basic credentials.
+    basic_auth: Option<String>,
 }
 
 impl RedisWebdis {
@@ -54,6 +56,7 @@ impl RedisWebdis {
         };
         let redis_conf = write(redis_template, "redis.conf")?;
         let webdis_conf = write(webdis_template, "webdis.json")?;
+        let basic_auth = eval_credentials(&webdis_conf);
         let redis = spawn("redis-server", &redis_conf, &dir)?;
         wait_until(Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", redis_port)).is_ok()
@@ -66,6 +69,7 @@ impl RedisWebdis {
             redis_port,
             webdis: SocketAddr::from(([127, 0, 0, 1], webdis_port)),
             dir,
+            basic_auth,
         };
         wait_until(Duration::from_secs(10), || {
             services
@@ -92,12 +96,14 @@ impl RedisWebdis {
             .map(|a| percent_encode(a))
             .collect::<Vec<_>>()
             .join("/");
-        let reply = reqwest::blocking::Client::new()
+        let mut request = reqwest::blocking::Client::new()
             .post(format!("http://{}/", self.webdis))
             .body(body)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .map_err(|e| e.to_string())?;
+            .timeout(Duration::from_secs(5));
+        if let Some((user, password)) = self.basic_auth.as_deref().and_then(|c| c.split_once(':')) {
+            request = request.basic_auth(user, Some(password));
+        }
+        let reply = request.send().map_err(|e| e.to_string())?;
         let status = reply.status();
         let json: Value = reply.json().map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -151,6 +157,19 @@ fn spawn(program: &str, config: &Path, dir: &Path) -> Result<ChildGuard, String>
         .stderr(log);
     ChildGuard::spawn(program, command)
         .map_err(|e| format!("{program}: {e} (run `make services` to install it)"))
+}
+
+/// The HTTP Basic credentials of the Webdis ACL entry that enables `EVAL`, if it has one.
+fn eval_credentials(webdis_conf: &Path) -> Option<String> {
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(webdis_conf).ok()?).ok()?;
+    config["acl"].as_array()?.iter().find_map(|entry| {
+        let enables_eval = entry["enabled"]
+            .as_array()
+            .is_some_and(|commands| commands.iter().any(|c| c == "EVAL"));
+        enables_eval
+            .then(|| entry["http_basic_auth"].as_str().map(str::to_owned))
+            .flatten()
+    })
 }
 
 fn free_port() -> u16 {

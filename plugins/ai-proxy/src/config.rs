@@ -633,7 +633,13 @@ mod tests {
             "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
         );
         // The model names the deployment: it must not climb out of it.
-        for model in ["../../files", "gpt-4o/../../x", "m?api-version=1", "a b", ".."] {
+        for model in [
+            "../../files",
+            "gpt-4o/../../x",
+            "m?api-version=1",
+            "a b",
+            "..",
+        ] {
             assert_eq!(
                 p.path("/chat/completions", model).unwrap_err().status,
                 400,

@@ -546,7 +546,15 @@ mod tests {
         let request = || {
             serde_json::from_value::<ChatRequest>(json!({"model": "x", "messages": []})).unwrap()
         };
-        for model in ["../../v1beta/files", "m:countTokens", "a/b", "m?key=x", "", "..", "."] {
+        for model in [
+            "../../v1beta/files",
+            "m:countTokens",
+            "a/b",
+            "m?key=x",
+            "",
+            "..",
+            ".",
+        ] {
             assert_eq!(
                 adapter().chat_request(request(), model).unwrap_err().status,
                 400,
