@@ -112,14 +112,17 @@ test-e2e: build test-plugins envoy pydeps services
 
 e2e: test-e2e
 
-# Every fuzz target for a few seconds, from its committed corpus (new inputs go to a scratch
-# corpus under fuzz/target, so the committed one stays small); a crash fails the run and
-# leaves its input in fuzz/artifacts/<target>/.
+# Every fuzz target for a few seconds, from its committed corpus and, when the provider
+# fixtures are beside the checkout, seeds made from them (new inputs go to a scratch corpus
+# under fuzz/target, so the committed one stays small); a crash fails the run and leaves its
+# input in fuzz/artifacts/<target>/.
 fuzz-smoke: fuzz-tools
 	@$(FUZZ) build $(FUZZ_BUILD_FLAGS) --quiet 2>/dev/null || $(FUZZ) build $(FUZZ_BUILD_FLAGS)
+	@fuzz/seed-corpus.sh fixtures
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/target/scratch/$$t; \
-	  $(FUZZ) run $(FUZZ_BUILD_FLAGS) $$t fuzz/target/scratch/$$t fuzz/corpus/$$t -- \
+	  seeds=fuzz/target/fixture-seeds/$$t; [ -d $$seeds ] || seeds=; \
+	  $(FUZZ) run $(FUZZ_BUILD_FLAGS) $$t fuzz/target/scratch/$$t fuzz/corpus/$$t $$seeds -- \
 	    -max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -print_final_stats=1 2>fuzz/target/scratch/$$t.log \
 	    || { tail -40 fuzz/target/scratch/$$t.log; echo "fuzz target $$t failed"; exit 1; }; \
 	  printf '%-26s %10s runs in %ss\n' $$t "$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/target/scratch/$$t.log)" $(FUZZ_SMOKE_SECONDS); \
@@ -129,7 +132,9 @@ fuzz-smoke: fuzz-tools
 fuzz: fuzz-tools
 	@[ -n "$(FUZZ_TARGET)" ] || { echo "FUZZ_TARGET=<one of: $(FUZZ_TARGETS)>"; exit 1; }
 	@mkdir -p fuzz/target/scratch/$(FUZZ_TARGET)
-	$(FUZZ) run $(FUZZ_BUILD_FLAGS) $(FUZZ_TARGET) fuzz/target/scratch/$(FUZZ_TARGET) fuzz/corpus/$(FUZZ_TARGET) -- \
+	@fuzz/seed-corpus.sh fixtures
+	seeds=fuzz/target/fixture-seeds/$(FUZZ_TARGET); [ -d $$seeds ] || seeds=; \
+	$(FUZZ) run $(FUZZ_BUILD_FLAGS) $(FUZZ_TARGET) fuzz/target/scratch/$(FUZZ_TARGET) fuzz/corpus/$(FUZZ_TARGET) $$seeds -- \
 	  -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1
 
 ## Bench ---------------------------------------------------------------------------------------
