@@ -85,7 +85,8 @@ pub fn wrk_with(url: &str, connections: u32, seconds: u32, headers: &[(String, S
     let v: Value = serde_json::from_str(line).expect("wrk figures");
     let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
     Load {
-        rps: n("requests") / (n("duration_us") / 1e6),
+        // Answers that are errors are not throughput: only 2xx count.
+        rps: (n("requests") - n("non_2xx")).max(0.0) / (n("duration_us") / 1e6),
         p50_ms: n("p50_us") / 1000.0,
         p99_ms: n("p99_us") / 1000.0,
         failures: (n("socket_errors") + n("non_2xx")) as u64,

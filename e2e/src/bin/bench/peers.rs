@@ -23,28 +23,36 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn wait_ready(name: &str, url: &str, process: &mut ChildGuard, log: &std::path::Path) {
+/// Waits until `url` answers 200; why not, with the end of the peer's log.
+fn wait_ready(
+    name: &str,
+    url: &str,
+    process: &mut ChildGuard,
+    log: &std::path::Path,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(180);
+    let log_tail = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text.get(start..).unwrap_or_default().to_string()
+    };
     loop {
         if client::get(url).is_ok_and(|r| r.status == 200) {
-            return;
+            return Ok(());
         }
-        let log_tail = || std::fs::read_to_string(log).unwrap_or_default();
         if let Some(status) = process.try_wait() {
-            panic!("{name} exited ({status}):\n{}", log_tail());
+            return Err(format!("{name} exited ({status}):\n{}", log_tail()));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not ready after 180 s:\n{}",
-            log_tail()
-        );
+        if Instant::now() > deadline {
+            return Err(format!("{name} not ready after 180 s:\n{}", log_tail()));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// The LiteLLM proxy with one model routed to the mock. Its master key is the mock's key, so
 /// the same client requests work against every configuration.
-pub fn litellm(mock: SocketAddr, key: &str) -> Peer {
+pub fn litellm(mock: SocketAddr, key: &str) -> Result<Peer, String> {
     let dir = paths::scratch_dir("litellm");
     let config = dir.join("litellm.yaml");
     std::fs::write(
@@ -69,24 +77,25 @@ pub fn litellm(mock: SocketAddr, key: &str) -> Peer {
         .stderr(Stdio::from(
             std::fs::File::create(dir.join("stderr.log")).expect("log"),
         ));
-    let mut process = ChildGuard::spawn("litellm", command).expect("start litellm");
+    let mut process =
+        ChildGuard::spawn("litellm", command).map_err(|e| format!("start litellm: {e}"))?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(
         "LiteLLM",
         &format!("{base}/health/liveliness"),
         &mut process,
         &log,
-    );
-    Peer {
+    )?;
+    Ok(Peer {
         name: "LiteLLM proxy",
         base,
         headers: Vec::new(),
         _process: process,
-    }
+    })
 }
 
 /// The Portkey gateway; requests name the provider and the mock as its custom host.
-pub fn portkey(mock: SocketAddr) -> Peer {
+pub fn portkey(mock: SocketAddr) -> Result<Peer, String> {
     let dir = paths::scratch_dir("portkey");
     let port = free_port();
     let log = dir.join("portkey.log");
@@ -104,10 +113,11 @@ pub fn portkey(mock: SocketAddr) -> Peer {
         .stderr(Stdio::from(
             std::fs::File::create(dir.join("stderr.log")).expect("log"),
         ));
-    let mut process = ChildGuard::spawn("portkey", command).expect("start portkey");
+    let mut process =
+        ChildGuard::spawn("portkey", command).map_err(|e| format!("start portkey: {e}"))?;
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready("Portkey", &format!("{base}/"), &mut process, &log);
-    Peer {
+    wait_ready("Portkey", &format!("{base}/"), &mut process, &log)?;
+    Ok(Peer {
         name: "Portkey gateway",
         base,
         headers: vec![
@@ -115,5 +125,5 @@ pub fn portkey(mock: SocketAddr) -> Peer {
             ("x-portkey-custom-host".into(), format!("http://{mock}/v1")),
         ],
         _process: process,
-    }
+    })
 }
