@@ -260,6 +260,25 @@ fn expect_backup_answer(chain: &Chain, what: &str) {
         Some("backup"),
         "{what} (stream)"
     );
+    expect_the_official_sdk_served_by_the_backup(chain, what);
+}
+
+/// The OpenAI SDK's own parsing of a plain and a streamed answer through the same failover.
+fn expect_the_official_sdk_served_by_the_backup(chain: &Chain, what: &str) {
+    let backup_before = chain.backup.requests.count();
+    let out = python::run_script(
+        "openai_chat.py",
+        &[&chain.envoy.url("/v1"), "gpt-4o", "sk-client"],
+        Duration::from_secs(60),
+    );
+    let answer = content_pieces(5, None).collect::<String>();
+    assert_eq!(out["plain"]["text"], answer, "{what} (SDK)");
+    assert_eq!(out["stream"]["text"], answer, "{what} (SDK stream)");
+    assert_eq!(
+        chain.backup.requests.count(),
+        backup_before + 2,
+        "{what}: the backup answered both SDK requests"
+    );
 }
 
 #[test]
@@ -293,7 +312,7 @@ fn every_kind_of_primary_failure_is_answered_by_the_backup() {
 }
 
 #[test]
-fn refused_connections_fail_over_and_the_official_sdk_streams_from_the_backup() {
+fn refused_connections_fail_over_to_the_backup() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -301,19 +320,6 @@ fn refused_connections_fail_over_and_the_official_sdk_streams_from_the_backup() 
     let chain = chain(no_breaker(), Some(closed));
     let _report = chain.envoy.report_on_failure();
     expect_backup_answer(&chain, "connection refused");
-    let out = python::run_script(
-        "openai_chat.py",
-        &[&chain.envoy.url("/v1"), "gpt-4o", "sk-client"],
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        out["stream"]["text"],
-        content_pieces(5, None).collect::<String>()
-    );
-    assert_eq!(
-        out["plain"]["text"],
-        content_pieces(5, None).collect::<String>()
-    );
 }
 
 #[test]
@@ -356,6 +362,51 @@ fn when_every_provider_fails_the_error_lists_the_attempts() {
     for key in [PRIMARY_KEY, BACKUP_KEY, RESERVE_KEY] {
         assert!(!reply.text().contains(key), "no key in the error");
     }
+}
+
+#[test]
+fn when_every_circuit_is_open_the_gateway_answers_at_once_with_the_skipped_providers() {
+    let chain = chain(
+        json!({"failureThreshold": 1, "cooldownSeconds": 60, "windowSeconds": 60}),
+        None,
+    );
+    let _report = chain.envoy.report_on_failure();
+    // One request that every provider fails opens every circuit.
+    chain.set(Fault::Status(503));
+    chain.fail_backup(Some(500));
+    let failed = post_json(&chain.url(), &ask(), &[("x-mock-status", "429")]);
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    let providers = [&chain.primary, &chain.backup, &chain.reserve];
+    let tried: Vec<usize> = providers.iter().map(|p| p.requests.count()).collect();
+
+    for body in [ask(), streaming()] {
+        let reply = post_json(&chain.url(), &body, &[]);
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert_eq!(reply.header("x-ai-fallback-attempts"), Some("0"));
+        let error = &reply.json()["error"];
+        assert_eq!(error["type"], "upstream_error");
+        assert_eq!(error["code"], "all_providers_failed");
+        assert_eq!(
+            error["message"],
+            "every provider failed: primary: skipped: circuit open; \
+             backup: skipped: circuit open; reserve: skipped: circuit open"
+        );
+        let outcomes: Vec<&Value> = error["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["outcome"])
+            .collect();
+        assert_eq!(outcomes, [&json!("circuit_open"); 3]);
+        for key in [PRIMARY_KEY, BACKUP_KEY, RESERVE_KEY] {
+            assert!(!reply.text().contains(key), "no key in the error");
+        }
+    }
+    let now: Vec<usize> = providers.iter().map(|p| p.requests.count()).collect();
+    assert_eq!(
+        now, tried,
+        "no provider is called while its circuit is open"
+    );
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! Hot swap through extension config discovery: plugins and their configs are replaced ten
 //! times while 50 SSE streams and a WebSocket run through Envoy; nothing in flight is cut, new
-//! requests see each new version within a second, and a bad config is refused while the old
-//! plugin keeps serving.
+//! requests see each new version within a second, and a bad config or a corrupt module is
+//! refused while the old plugin keeps serving.
 
 use e2e::client::{get_with, post_stream};
 use e2e::config::{ecds_resource, static_cluster};
 use e2e::mock::openai::content_pieces;
 use e2e::mock::websocket::EchoServer;
-use e2e::{paths, Envoy, Gateway, MockServer, OpenAiMock};
+use e2e::{ecds, paths, Envoy, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +29,20 @@ fn listed_version(envoy: &Envoy) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Waits until requests see `version` (a swap promises it within a second); returns how long.
+fn served_within_a_second(envoy: &Envoy, version: usize) -> Duration {
+    let since = Instant::now();
+    let wanted = format!("version-{version}");
+    while listed_version(envoy) != wanted {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "version {version} not served 1 s after the swap"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    since.elapsed()
 }
 
 #[test]
@@ -105,17 +119,8 @@ fn plugins_swap_under_load_without_cutting_streams_or_websockets() {
                 &ecds_resource("ai-proxy", "ai-proxy", &wasm, &client_edge(version)),
             )
             .unwrap_or_else(|log| panic!("swap {version} refused:\n{log}"));
-        // Requests started after the swap see the new version within a second.
-        let since = Instant::now();
-        let wanted = format!("version-{version}");
-        while listed_version(&envoy) != wanted {
-            assert!(
-                since.elapsed() < Duration::from_secs(1),
-                "version {version} not served 1 s after the swap"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        worst_visible = worst_visible.max(applied + since.elapsed());
+        let visible = served_within_a_second(&envoy, version);
+        worst_visible = worst_visible.max(applied + visible);
         if version % 3 == 0 {
             let config = json!({"consumer_header": format!("x-consumer-v{version}")});
             let resource = ecds_resource(
@@ -178,5 +183,57 @@ fn plugins_swap_under_load_without_cutting_streams_or_websockets() {
         0,
         "no listener drain"
     );
+    assert!(envoy.wasm_panics().is_empty());
+}
+
+#[test]
+fn a_corrupt_module_is_refused_and_the_old_plugin_keeps_serving() {
+    let mock = MockServer::start(OpenAiMock::default());
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin_ecds("ai-proxy", "ai-proxy", client_edge(0))
+            .route("llm", "/", "provider")
+            .cluster("provider", mock.addr)
+            .to_json(),
+    );
+    let _report = envoy.report_on_failure();
+    let wasm_dir = envoy.dir.join("wasm");
+
+    // A build cut short: the first half of the module, under its own content-addressed name
+    // as `make reload` stages every build.
+    let built = std::fs::read(paths::plugin_wasm("ai-proxy")).unwrap();
+    let cut_short = paths::scratch_dir("corrupt-wasm").join("ai_proxy.wasm");
+    std::fs::write(&cut_short, &built[..built.len() / 2]).unwrap();
+    let corrupt = ecds::versioned_wasm(&cut_short, &wasm_dir).unwrap();
+    let refused = envoy.swap(
+        "ai-proxy",
+        &ecds_resource("ai-proxy", "ai-proxy", &corrupt, &client_edge(1)),
+    );
+    let why = refused.expect_err("Envoy accepted a corrupt module");
+    assert!(
+        why.contains("Envoy refused the new ai-proxy; the previous version keeps serving"),
+        "{why}"
+    );
+
+    // The previous plugin still answers, streams included.
+    assert_eq!(listed_version(&envoy), "version-0");
+    let body = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "still there?"}]});
+    let streamed = post_stream(
+        &envoy.url("/v1/chat/completions"),
+        &body,
+        &[("authorization", "Bearer k")],
+    );
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.data().last().map(String::as_str), Some("[DONE]"));
+
+    // The next good build swaps in as usual.
+    let good = ecds::versioned_wasm(&paths::plugin_wasm("ai-proxy"), &wasm_dir).unwrap();
+    envoy
+        .swap(
+            "ai-proxy",
+            &ecds_resource("ai-proxy", "ai-proxy", &good, &client_edge(2)),
+        )
+        .unwrap_or_else(|log| panic!("the good module was refused:\n{log}"));
+    served_within_a_second(&envoy, 2);
     assert!(envoy.wasm_panics().is_empty());
 }
