@@ -1773,3 +1773,324 @@ fn vertex_without_a_token_endpoint_fails_closed_with_a_clear_error() {
     });
     assert!(setup.envoy.wasm_panics().is_empty());
 }
+
+// ----- Bedrock, Vertex AI, Cohere and Ollama in both filter positions -----
+
+/// Where ai-proxy runs.
+#[derive(Clone, Copy, Debug)]
+enum Position {
+    /// In the listener's chain, one instance per route picked by `_rules_`, as both edges.
+    Downstream,
+    /// On each provider's cluster, the provider named by the endpoint's metadata.
+    Upstream,
+}
+
+/// A native provider behind the gateway and what it must receive.
+struct Native {
+    /// The provider id, its route and the `x-provider` header value that picks the route.
+    name: &'static str,
+    /// The host the provider is addressed by.
+    host: &'static str,
+    chat_path: String,
+    stream_path: String,
+    /// How the `authorization` header sent to the provider starts (`None`: absent).
+    auth: Option<String>,
+}
+
+fn natives() -> [Native; 4] {
+    let vertex_model = "/v1/projects/aigw-test-project/locations/us-east5/publishers/google/models/gemini-2.5-flash";
+    [
+        Native {
+            name: "bedrock",
+            host: "bedrock-runtime.us-east-1.amazonaws.com",
+            chat_path: "/model/us.amazon.nova-micro-v1%3A0/converse".into(),
+            stream_path: "/model/us.amazon.nova-micro-v1%3A0/converse-stream".into(),
+            // The mock also recomputes the signature: any answer but a 403 means it matched.
+            auth: Some(format!("AWS4-HMAC-SHA256 Credential={AWS_ACCESS_KEY}/")),
+        },
+        Native {
+            name: "vertex",
+            host: "us-east5-aiplatform.googleapis.com",
+            chat_path: format!("{vertex_model}:generateContent"),
+            stream_path: format!("{vertex_model}:streamGenerateContent?alt=sse"),
+            // The one token the token endpoint issued (one worker).
+            auth: Some("Bearer ya29.mock-access-token-1".into()),
+        },
+        Native {
+            name: "cohere",
+            host: "api.cohere.com",
+            chat_path: "/v2/chat".into(),
+            stream_path: "/v2/chat".into(),
+            auth: Some(format!("Bearer {COHERE_KEY}")),
+        },
+        Native {
+            name: "ollama",
+            host: "localhost:11434",
+            chat_path: "/api/chat".into(),
+            stream_path: "/api/chat".into(),
+            auth: None,
+        },
+    ]
+}
+
+/// Bedrock, Vertex AI (Gemini, its token endpoint on the cluster `google-auth`), Cohere and
+/// Ollama-native behind one Envoy, each on the route the `x-provider` header picks: downstream,
+/// Envoy matches the route again after ai-proxy rewrites the path, and a header match survives.
+struct NativeGateway {
+    envoy: Envoy,
+    mocks: Vec<(&'static str, MockServer)>,
+    _google: MockServer,
+}
+
+impl NativeGateway {
+    fn start(position: Position) -> NativeGateway {
+        let tokens = std::sync::Arc::new(e2e::mock::vertex::IssuedTokens::default());
+        let google = MockServer::start(e2e::mock::vertex::GoogleTokenMock::new(tokens.clone()));
+        let mocks = vec![
+            (
+                "bedrock",
+                MockServer::start(e2e::mock::bedrock::BedrockMock::new(
+                    AWS_ACCESS_KEY,
+                    AWS_SECRET,
+                    "us-east-1",
+                )),
+            ),
+            (
+                "vertex",
+                MockServer::start(e2e::mock::vertex::VertexMock::new(
+                    "aigw-test-project",
+                    "us-east5",
+                    tokens,
+                )),
+            ),
+            (
+                "cohere",
+                MockServer::start(e2e::mock::cohere::CohereMock::with_key(COHERE_KEY)),
+            ),
+            (
+                "ollama",
+                MockServer::start(e2e::mock::ollama::OllamaMock::default()),
+            ),
+        ];
+        let providers = json!([
+            bedrock_provider("bedrock", AWS_SECRET),
+            {"id": "vertex", "type": "vertex", "vertexRegion": "us-east5", "vertexProjectId": "aigw-test-project",
+             "vertexAuthKey": e2e::mock::vertex::test_service_account(), "vertexAuthServiceName": "google-auth",
+             "modelMapping": {"*": "gemini-2.5-flash"}},
+            {"id": "cohere", "type": "cohere", "apiTokens": [COHERE_KEY], "modelMapping": {"*": "command-a-03-2025"}},
+            {"id": "ollama", "type": "ollama-native", "modelMapping": {"*": "llama3.2"}}
+        ]);
+        let mut gateway =
+            Gateway::new().raw_cluster(e2e::config::static_cluster("google-auth", google.addr));
+        match position {
+            Position::Downstream => {
+                let rules: Vec<Value> = natives()
+                    .iter()
+                    .map(|n| json!({"_match_route_": [n.name], "activeProviderId": n.name}))
+                    .collect();
+                gateway = gateway.plugin(
+                    "ai-proxy",
+                    json!({"providers": providers, "_rules_": rules}),
+                );
+                for native in natives() {
+                    // Downstream the route sends the provider's host (signed, for Bedrock).
+                    let mut route = provider_route(native.name);
+                    route["route"]["host_rewrite_literal"] = json!(native.host);
+                    let mock = mocks.iter().find(|(name, _)| *name == native.name).unwrap();
+                    gateway = gateway.cluster(native.name, mock.1.addr).raw_route(route);
+                }
+            }
+            Position::Upstream => {
+                let filter = e2e::config::wasm_filter("ai-proxy", &json!({"providers": providers}));
+                for (name, mock) in &mocks {
+                    gateway = gateway
+                        .raw_cluster(provider_cluster(
+                            name,
+                            &[ProviderEndpoint::new(mock.addr, name)],
+                            vec![filter.clone()],
+                        ))
+                        .raw_route(provider_route(name));
+                }
+            }
+        }
+        let envoy = Envoy::start_with(
+            &gateway.to_json(),
+            &EnvoyOptions {
+                concurrency: 1,
+                ..Default::default()
+            },
+        );
+        NativeGateway {
+            envoy,
+            mocks,
+            _google: google,
+        }
+    }
+
+    fn mock(&self, name: &str) -> &MockServer {
+        &self.mocks.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+}
+
+/// The route to the cluster `name`, for requests whose `x-provider` header is `name`.
+fn provider_route(name: &str) -> Value {
+    json!({"name": name,
+           "match": {"prefix": "/", "headers": [{"name": "x-provider", "string_match": {"exact": name}}]},
+           "route": {"cluster": name, "timeout": "30s"}})
+}
+
+/// Checks what a native provider received: its path, host and credentials, never the client's.
+fn assert_sent_to(native: &Native, mock: &MockServer, path: &str) {
+    let sent = mock.requests.last().expect("the provider was asked");
+    assert_eq!(sent.path, path, "{}", native.name);
+    assert_eq!(sent.header("host"), Some(native.host), "{}", native.name);
+    let auth = sent.header("authorization");
+    match &native.auth {
+        Some(prefix) => assert!(
+            auth.is_some_and(|a| a.starts_with(prefix.as_str())),
+            "{}: {auth:?}",
+            native.name
+        ),
+        None => assert_eq!(auth, None, "{}: a local server gets no key", native.name),
+    }
+    assert_eq!(sent.header("x-api-key"), None, "{}", native.name);
+}
+
+#[test]
+fn native_providers_answer_openai_clients_as_a_downstream_filter() {
+    let gateway = NativeGateway::start(Position::Downstream);
+    let _report = gateway.envoy.report_on_failure();
+    let url = gateway.envoy.url("/v1/chat/completions");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    for native in natives() {
+        let mock = gateway.mock(native.name);
+        let headers = [("x-provider", native.name), ("authorization", &auth)];
+
+        let reply = post_json(&url, &chat("gpt-4o"), &headers);
+        assert_eq!(reply.status, 200, "{}: {}", native.name, reply.text());
+        let completion = reply.json();
+        assert_eq!(
+            completion["choices"][0]["message"]["content"],
+            content_pieces(5, None).collect::<String>(),
+            "{}",
+            native.name
+        );
+        assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            completion["usage"]["completion_tokens"], 5,
+            "{}",
+            native.name
+        );
+        assert!(
+            completion["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+            "{}",
+            native.name
+        );
+        assert_sent_to(&native, mock, &native.chat_path);
+
+        let streamed = post_stream(
+            &url,
+            &with_usage(chat("gpt-4o")),
+            &[headers[0], headers[1], ("x-mock-chunks", "8")],
+        );
+        assert_openai_stream(&streamed, "stop");
+        assert_eq!(
+            streamed.text(),
+            content_pieces(8, None).collect::<String>(),
+            "{}",
+            native.name
+        );
+        assert_eq!(
+            streamed.chunks().last().unwrap()["usage"]["completion_tokens"],
+            8,
+            "{}",
+            native.name
+        );
+        assert_sent_to(&native, mock, &native.stream_path);
+    }
+    assert!(!gateway.envoy.log().contains(AWS_SECRET));
+    assert!(gateway.envoy.wasm_panics().is_empty());
+}
+
+/// Anthropic's stream of a text answer in `deltas` pieces: its events in order, the text and
+/// the final usage.
+fn assert_anthropic_text_stream(streamed: &e2e::client::Streamed, deltas: usize, what: &str) {
+    assert_eq!(streamed.status, 200, "{what}");
+    let events = streamed.events();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    let mut expected = vec!["message_start", "ping", "content_block_start"];
+    expected.extend(std::iter::repeat_n("content_block_delta", deltas));
+    expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(kinds, expected, "{what}");
+    let said: String = events
+        .iter()
+        .filter(|(k, e)| k == "content_block_delta" && e["delta"]["type"] == "text_delta")
+        .filter_map(|(_, e)| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(
+        said,
+        content_pieces(deltas, None).collect::<String>(),
+        "{what}"
+    );
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn", "{what}");
+    assert_eq!(
+        delta["usage"]["output_tokens"].as_u64(),
+        Some(deltas as u64),
+        "{what}"
+    );
+    assert!(
+        delta["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{what}: {delta}"
+    );
+}
+
+#[test]
+fn anthropic_clients_over_cohere_ollama_and_vertex_in_both_positions() {
+    for position in [Position::Downstream, Position::Upstream] {
+        let gateway = NativeGateway::start(position);
+        let _report = gateway.envoy.report_on_failure();
+        let url = gateway.envoy.url("/v1/messages");
+        for native in natives().into_iter().filter(|n| n.name != "bedrock") {
+            let what = format!("{} {position:?}", native.name);
+            let mock = gateway.mock(native.name);
+            let headers = [
+                ("x-provider", native.name),
+                ANTHROPIC_HEADERS[0],
+                ANTHROPIC_HEADERS[1],
+            ];
+
+            let reply = post_json(&url, &anthropic_message("claude-sonnet-4-5"), &headers);
+            assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+            let message = reply.json();
+            let text = content_pieces(5, None).collect::<String>();
+            assert_eq!(message["type"], "message", "{what}");
+            assert_eq!(message["role"], "assistant", "{what}");
+            assert!(
+                message["id"].as_str().unwrap().starts_with("msg_"),
+                "{what}"
+            );
+            assert_eq!(
+                message["content"],
+                json!([{"type": "text", "text": text}]),
+                "{what}"
+            );
+            assert_eq!(message["stop_reason"], "end_turn", "{what}");
+            assert_eq!(message["usage"]["output_tokens"], 5, "{what}");
+            assert!(
+                message["usage"]["input_tokens"].as_u64().unwrap() > 0,
+                "{what}"
+            );
+            assert_sent_to(&native, mock, &native.chat_path);
+
+            let streamed = post_stream(
+                &url,
+                &streaming(anthropic_message("claude-sonnet-4-5")),
+                &[headers[0], headers[1], headers[2], ("x-mock-chunks", "6")],
+            );
+            assert_anthropic_text_stream(&streamed, 6, &what);
+            assert_sent_to(&native, mock, &native.stream_path);
+        }
+        assert!(gateway.envoy.wasm_panics().is_empty());
+    }
+}

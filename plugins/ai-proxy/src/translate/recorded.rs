@@ -37,6 +37,11 @@ fn fixtures() -> Option<PathBuf> {
 
 /// The fixture files of a folder whose names end with `suffix`.
 fn files(folder: &str, suffix: &str) -> Vec<(String, Vec<u8>)> {
+    files_between(folder, "", suffix)
+}
+
+/// The fixture files of a folder whose names start with `prefix` and end with `suffix`.
+fn files_between(folder: &str, prefix: &str, suffix: &str) -> Vec<(String, Vec<u8>)> {
     let Some(dir) = fixtures() else {
         return Vec::new();
     };
@@ -44,7 +49,10 @@ fn files(folder: &str, suffix: &str) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
@@ -53,8 +61,26 @@ fn files(folder: &str, suffix: &str) -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     found.sort();
-    assert!(!found.is_empty(), "no {suffix} files in {folder}");
+    assert!(!found.is_empty(), "no {prefix}*{suffix} files in {folder}");
     found
+}
+
+/// Recordings in OpenAI's Chat Completions format, named `<folder>/<file>`: OpenAI's own,
+/// Mistral's, and, for whole bodies (none of its streams was recorded), Ollama's
+/// OpenAI-compatible API.
+fn openai_format(suffix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut sources = vec![("openai-chat", ""), ("mistral", "")];
+    if suffix.ends_with(".json") {
+        sources.push(("ollama", "openai-compat-"));
+    }
+    sources
+        .into_iter()
+        .flat_map(|(folder, prefix)| {
+            files_between(folder, prefix, suffix)
+                .into_iter()
+                .map(move |(name, body)| (format!("{folder}/{name}"), body))
+        })
+        .collect()
 }
 
 /// A stage's answer to a whole JSON body with `status`, parsed.
@@ -158,8 +184,14 @@ fn openai_said(body: &[u8]) -> Said {
         said.text.push_str(delta["content"].as_str().unwrap_or(""));
         said.reasoning
             .push_str(delta["reasoning_content"].as_str().unwrap_or(""));
-        for call in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = call["index"].as_u64().unwrap() as usize;
+        for (position, call) in delta["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            // Mistral sends each call whole, without `index`.
+            let index = call["index"].as_u64().unwrap_or(position as u64) as usize;
             if said.tools.len() <= index {
                 said.tools.resize(index + 1, Default::default());
             }
@@ -242,7 +274,7 @@ fn anthropic_streams_become_the_same_openai_chunks_at_every_split() {
 
 #[test]
 fn openai_streams_become_the_same_anthropic_events_at_every_split() {
-    for (name, body) in files("openai-chat", ".response.sse") {
+    for (name, body) in openai_format(".response.sse") {
         let out = same_at_every_split(AnthropicClient::default, 200, "text/event-stream", &body);
         let expected = normalise(openai_said(&body));
         let got = normalise(anthropic_said(&out));
@@ -366,7 +398,7 @@ fn anthropic_messages_become_completions() {
 
 #[test]
 fn openai_completions_and_errors_become_anthropic_messages() {
-    for (name, body) in files("openai-chat", ".response.json") {
+    for (name, body) in openai_format(".response.json") {
         let completion: Value = serde_json::from_slice(&body).unwrap();
         let status = if completion.get("error").is_some() {
             400
@@ -449,8 +481,8 @@ fn recorded_anthropic_requests_survive_the_round_trip_through_the_canonical_form
 
 #[test]
 fn recorded_openai_requests_become_valid_anthropic_requests() {
-    for (name, body) in files("openai-chat", ".request.json") {
-        if name.starts_with("error-") {
+    for (name, body) in openai_format(".request.json") {
+        if name.contains("/error-") {
             continue; // requests the provider refused as recorded
         }
         let request: ChatRequest =
@@ -610,7 +642,7 @@ fn gemini_responses_and_errors_become_completions() {
 
 #[test]
 fn recorded_openai_requests_become_valid_gemini_requests() {
-    for (name, body) in files("openai-chat", ".request.json") {
+    for (name, body) in openai_format(".request.json") {
         let request: ChatRequest =
             super::parse_request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         let remote_image = String::from_utf8_lossy(&body).contains("\"url\": \"http");
@@ -798,8 +830,8 @@ fn bedrock_responses_and_errors_become_completions() {
 
 #[test]
 fn recorded_openai_requests_become_valid_converse_requests() {
-    for (name, body) in files("openai-chat", ".request.json") {
-        if name.starts_with("error-") {
+    for (name, body) in openai_format(".request.json") {
+        if name.contains("/error-") {
             continue; // requests the provider refused as recorded
         }
         let request: ChatRequest =
