@@ -5,6 +5,7 @@ use e2e::client::{get_with, post_json, post_stream};
 use e2e::demo::{self, DemoSettings};
 use e2e::paths;
 use serde_json::json;
+use std::time::Duration;
 
 #[test]
 fn demo_gateway_answers_the_readme_requests() {
@@ -80,6 +81,30 @@ fn demo_gateway_answers_the_readme_requests() {
         "route_upstream_model_consumer_metric_total_token",
         &claude,
         anthropic_usage as f64,
+    );
+
+    // Both official SDKs work against the demo as it starts (after the exact token counts above), streaming and tools included.
+    let openai = e2e::python::run_script(
+        "openai_chat.py",
+        &[&envoy.url("/v1"), "gpt-4o-mini"],
+        Duration::from_secs(120),
+    );
+    let text = openai["plain"]["text"].as_str().unwrap_or_default();
+    assert!(!text.is_empty(), "{openai}");
+    assert_eq!(openai["stream"]["text"], text, "{openai}");
+    let anthropic = e2e::python::run_script(
+        "anthropic_chat.py",
+        &[&envoy.url(""), "claude-sonnet-4-5"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(anthropic["plain"]["stop_reason"], "end_turn", "{anthropic}");
+    assert_eq!(
+        anthropic["stream"]["text"], anthropic["plain"]["text"],
+        "{anthropic}"
+    );
+    assert_eq!(
+        anthropic["tools"]["tool_name"], "get_weather",
+        "{anthropic}"
     );
 
     let models = get_with(&envoy.url("/v1/models"), &[]);
