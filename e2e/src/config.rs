@@ -132,6 +132,25 @@ pub fn shipped_on_mocks(
     config
 }
 
+/// Envoy's own API key filter: the key in `x-api-key` names the consumer (`(key, consumer)`
+/// pairs), forwarded to the plugins in `x-mse-consumer`, which replaces any value a client
+/// sent there; the key itself is not forwarded.
+pub fn api_key_auth(credentials: &[(&str, &str)]) -> Value {
+    let credentials: Vec<Value> = credentials
+        .iter()
+        .map(|(key, client)| json!({"key": key, "client": client}))
+        .collect();
+    json!({
+        "name": "envoy.filters.http.api_key_auth",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+            "credentials": credentials,
+            "key_sources": [{"header": "x-api-key"}],
+            "forwarding": {"header": "x-mse-consumer", "hide_credentials": true}
+        }
+    })
+}
+
 /// A plain HTTP/1.1 cluster with one static endpoint.
 pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
     json!({

@@ -8,6 +8,7 @@
 //! `COST` tokens, which is also what the plugin reserves for it.
 
 use e2e::client::{post_json, post_stream, Reply, Streamed};
+use e2e::config::api_key_auth;
 use e2e::mock::openai::content_pieces;
 use e2e::services::redis::RedisWebdis;
 use e2e::{paths, Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
@@ -127,24 +128,6 @@ fn route(name: &str) -> Value {
     })
 }
 
-/// Envoy's own API key filter: the key in `x-api-key` names the consumer, forwarded to the
-/// plugin in `x-mse-consumer` (any value a client sent there is replaced).
-fn api_key_auth() -> Value {
-    json!({
-        "name": "envoy.filters.http.api_key_auth",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
-            "credentials": [
-                {"key": "key-alice", "client": "alice"},
-                {"key": "key-bob", "client": "bob"},
-                {"key": "key-carol", "client": "vip-carol"}
-            ],
-            "key_sources": [{"header": "x-api-key"}],
-            "forwarding": {"header": "x-mse-consumer", "hide_credentials": true}
-        }
-    })
-}
-
 /// One rule per route (`_rules_`), each used by one test.
 fn local_rules() -> Value {
     let per_header = |route: &str, rule: &str, keys: Value| {
@@ -210,7 +193,11 @@ fn local() -> &'static Local {
     LOCAL.get_or_init(|| {
         let mock = MockServer::start(OpenAiMock::default());
         let mut gateway = Gateway::new()
-            .filter(api_key_auth())
+            .filter(api_key_auth(&[
+                ("key-alice", "alice"),
+                ("key-bob", "bob"),
+                ("key-carol", "vip-carol"),
+            ]))
             .plugin(PLUGIN, local_rules())
             .cluster("provider", mock.addr);
         for name in LOCAL_ROUTES {

@@ -8,7 +8,7 @@
 //! consumer, whatever header a client sends.
 
 use e2e::client::{get_with, post_json, post_stream, Reply};
-use e2e::config::{provider_cluster, wasm_filter, ProviderEndpoint};
+use e2e::config::{api_key_auth, provider_cluster, wasm_filter, ProviderEndpoint};
 use e2e::mock::anthropic::AnthropicMock;
 use e2e::mock::azure::AzureMock;
 use e2e::mock::bedrock::BedrockMock;
@@ -88,25 +88,6 @@ impl Fixture {
     }
 }
 
-/// Consumers by their gateway keys (Envoy's `api_key_auth` names them in `x-mse-consumer`,
-/// replacing whatever the client sent there).
-fn api_key_auth() -> Value {
-    json!({
-        "name": "envoy.filters.http.api_key_auth",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
-            "credentials": [
-                {"key": "key-alice", "client": "alice"},
-                {"key": "key-bob", "client": "bob"},
-                {"key": "key-carol", "client": "carol"},
-                {"key": "key-dave", "client": "dave"}
-            ],
-            "key_sources": [{"header": "x-api-key"}],
-            "forwarding": {"header": "x-mse-consumer", "hide_credentials": true}
-        }
-    })
-}
-
 /// Redis and Webdis as shipped, except that Webdis takes `EVAL` only with HTTP Basic
 /// credentials (the shared-Webdis layout of ai-token-ratelimit's README).
 fn redis_with_credentials() -> RedisWebdis {
@@ -170,7 +151,7 @@ fn fixture() -> &'static Fixture {
             "embedding": {"type": "openai", "serviceName": "embedder", "apiKey": EMBEDDING_KEY, "model": "text-embedding-3-small"},
             "vector": {"type": "local", "threshold": 0.99}});
         let mut gateway = Gateway::new()
-            .filter(api_key_auth())
+            .filter(api_key_auth(&[("key-alice", "alice"), ("key-bob", "bob"), ("key-carol", "carol"), ("key-dave", "dave")]))
             .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
             .plugin("ai-statistics", json!({}))
             .plugin("ai-token-ratelimit", quota)
