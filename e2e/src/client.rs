@@ -104,6 +104,8 @@ pub struct Streamed {
     pub body: Vec<u8>,
     /// From sending the request to the first body byte.
     pub first_byte: Option<Duration>,
+    /// Each read of the body: when it ended and how many bytes had arrived by then.
+    pub reads: Vec<(Duration, usize)>,
     pub total: Duration,
     /// Why the body ended before its end (the connection was cut), for
     /// [`post_stream_may_break`]; `None` when the body ended as HTTP says a body ends.
@@ -169,6 +171,15 @@ impl Streamed {
             .collect()
     }
 
+    /// When the body first held `needle` whole, from sending the request.
+    pub fn arrival_of(&self, needle: &str) -> Option<Duration> {
+        let end = String::from_utf8_lossy(&self.body).find(needle)? + needle.len();
+        self.reads
+            .iter()
+            .find(|(_, arrived)| *arrived >= end)
+            .map(|(at, _)| *at)
+    }
+
     /// The streamed assistant text, concatenated.
     pub fn text(&self) -> String {
         self.chunks()
@@ -220,6 +231,7 @@ fn stream_inner(
     let mut kept = Vec::new();
     let mut count = 0u64;
     let mut first_byte = None;
+    let mut reads = Vec::new();
     let mut cut = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -238,6 +250,7 @@ fn stream_inner(
         count += n as u64;
         if keep {
             kept.extend_from_slice(&buf[..n]);
+            reads.push((start.elapsed(), kept.len()));
         }
     }
     let streamed = Streamed {
@@ -245,6 +258,7 @@ fn stream_inner(
         headers,
         body: kept,
         first_byte,
+        reads,
         total: start.elapsed(),
         cut,
     };

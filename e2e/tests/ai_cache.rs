@@ -240,6 +240,48 @@ fn streamed_hit_is_a_real_sse_stream_the_openai_sdk_parses() {
 }
 
 #[test]
+fn storing_a_streamed_answer_never_delays_the_stream() {
+    let Local { envoy, .. } = local();
+    let _report = envoy.report_on_failure();
+    let mut body = chat("How do slow rivers shape their valleys?");
+    body["stream"] = json!(true);
+    let delay = Duration::from_millis(300);
+    let slow = [
+        AUTH,
+        ("x-mse-consumer", "slow"),
+        ("x-mock-chunks", "4"),
+        ("x-mock-delay-ms", "300"),
+    ];
+    let url = envoy.url("/v1/chat/completions");
+    let miss = post_stream(&url, &body, &slow);
+    assert_eq!(miss.header("x-ai-cache"), Some("miss"));
+    let first_piece = miss
+        .chunks()
+        .iter()
+        .find_map(|c| {
+            c.pointer("/choices/0/delta/content")?
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        })
+        .expect("a content chunk");
+    let first_at = miss.arrival_of(&first_piece).expect("first piece arrived");
+    // The provider sends its last piece one delay before the finish chunk that ends the
+    // stream: a stream held until the answer is whole would bring the first piece after it.
+    let last_piece_sent = miss.total - delay;
+    assert!(
+        first_at + delay < last_piece_sent,
+        "first piece at {first_at:?}, stream ended at {:?}: the stream was held",
+        miss.total
+    );
+    // And the answer was stored all the same.
+    wait_stat(envoy, "slow", "ai_cache_stored", 1);
+    let hit = post_stream(&url, &body, &slow);
+    assert_eq!(hit.header("x-ai-cache"), Some("hit"));
+    assert_eq!(hit.text(), miss.text());
+}
+
+#[test]
 fn skip_headers_bypass_the_cache_both_ways() {
     let Local { mock, envoy } = local();
     let _report = envoy.report_on_failure();
@@ -521,6 +563,19 @@ fn a_dependency_down_is_a_miss_never_a_failure() {
     wait_stat(&envoy, "r", "ai_cache_cache_error", 4); // two lookups, two stores
     wait_stat(&envoy, "s", "ai_cache_embedding_error", 2);
     wait_stat(&envoy, "c", "ai_cache_vector_error", 2);
+    // Each failure is logged, saying what failed and that the request was served as a miss.
+    for line in [
+        "ai-cache: cache lookup failed, serving as a miss: ",
+        "ai-cache: storing failed: ",
+        "ai-cache: embedding failed, serving as a miss: ",
+        "ai-cache: vector search failed, serving as a miss: ",
+    ] {
+        wait_until(line, || envoy.log().contains(line));
+    }
+    assert!(
+        !envoy.log().contains("sk-embed"),
+        "the embedding key is never logged"
+    );
     assert!(envoy.wasm_panics().is_empty(), "{:?}", envoy.wasm_panics());
 }
 
@@ -533,9 +588,10 @@ struct Semantic {
     embedder: Embedder,
 }
 
-/// Routes: `/local` keeps vectors in shared data, `/chroma` in Chroma. Threshold 0.95: the
-/// model scores paraphrases about 0.95-0.99, near misses ("capital of Germany" for "capital of
-/// France", "population of France") about 0.89-0.92, and unrelated questions about 0.75.
+/// Routes: `/local` keeps vectors in shared data, `/chroma` in Chroma, `/tenant` in shared data
+/// per consumer. Threshold 0.95: the model scores paraphrases about 0.95-0.99, near misses
+/// ("capital of Germany" for "capital of France", "population of France") about 0.89-0.92, and
+/// unrelated questions about 0.75.
 fn semantic() -> &'static Semantic {
     static SEMANTIC: OnceLock<Semantic> = OnceLock::new();
     SEMANTIC.get_or_init(|| {
@@ -551,7 +607,10 @@ fn semantic() -> &'static Semantic {
                  "cache": {"type": "local", "cacheKeyPrefix": "local:"}},
                 {"_match_route_": ["chroma"], "embedding": embedding,
                  "vector": {"type": "chroma", "serviceName": "chroma", "collectionID": collection, "threshold": 0.95},
-                 "cache": {"type": "local", "cacheKeyPrefix": "chroma:"}}
+                 "cache": {"type": "local", "cacheKeyPrefix": "chroma:"}},
+                {"_match_route_": ["tenant"], "scope": "consumer", "embedding": embedding,
+                 "vector": {"type": "local", "threshold": 0.95},
+                 "cache": {"type": "local", "cacheKeyPrefix": "tenant:"}}
             ]
         });
         let envoy = Envoy::start(
@@ -559,6 +618,7 @@ fn semantic() -> &'static Semantic {
                 .plugin("ai-cache", config)
                 .route("local", "/local/", "provider")
                 .route("chroma", "/chroma/", "provider")
+                .route("tenant", "/tenant/", "provider")
                 .cluster("provider", mock.addr)
                 .cluster("embedder", embedder.addr)
                 .cluster("chroma", chroma.addr)
@@ -654,6 +714,42 @@ fn semantic_hit_with_a_real_embedding_model_and_chroma() {
             s.chroma.count(&s.collection) >= 1
         })
     });
+}
+
+#[test]
+fn semantic_matches_stay_within_the_consumer_with_consumer_scope() {
+    let s = semantic();
+    let envoy = &s.envoy;
+    let _report = envoy.report_on_failure();
+    let alice = ("x-mse-consumer", "alice");
+    let bob = ("x-mse-consumer", "bob");
+    let asked = chat("What is the capital of France?");
+    let paraphrase = chat("Which city is the capital of France?");
+    let first = ask(envoy, "/tenant", &asked, &[alice]);
+    assert_eq!(first.header("x-ai-cache"), Some("miss"));
+
+    let others = ask(envoy, "/tenant", &paraphrase, &[bob]);
+    assert_eq!(
+        others.header("x-ai-cache"),
+        Some("miss"),
+        "another consumer's paraphrase"
+    );
+    let own = ask(envoy, "/tenant", &paraphrase, &[alice]);
+    assert_eq!(
+        own.header("x-ai-cache"),
+        Some("hit"),
+        "the same consumer's paraphrase"
+    );
+    assert_eq!(own.header("x-ai-cache-match"), Some("semantic"));
+    assert_eq!(text(&own), text(&first));
+    let calls = s
+        .mock
+        .requests
+        .all()
+        .iter()
+        .filter(|r| r.path.starts_with("/tenant/"))
+        .count();
+    assert_eq!(calls, 2, "alice's question and bob's paraphrase");
 }
 
 /// `envoy-configs/ai-cache.yaml` as shipped, on real Redis/Webdis, Chroma and the embedding

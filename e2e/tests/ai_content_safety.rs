@@ -123,7 +123,8 @@ struct Local {
 }
 
 /// One Envoy with the local lists on every route; `/status451/` answers blocked prompts with
-/// an error, `/tiny/` streams in tiny windows that must wait at most 300 ms.
+/// an error, `/tiny/` streams in tiny windows that must wait at most 300 ms, `/stream-cut/` is
+/// a route of its own for one test's counters.
 fn local() -> &'static Local {
     static LOCAL: OnceLock<Local> = OnceLock::new();
     LOCAL.get_or_init(|| {
@@ -142,6 +143,7 @@ fn local() -> &'static Local {
                 .plugin("ai-content-safety", config)
                 .route("status451", "/status451/", "provider")
                 .route("tiny", "/tiny/", "provider")
+                .route("cut", "/stream-cut/", "provider")
                 .route("default", "/", "provider")
                 .cluster("provider", provider.addr),
         ));
@@ -287,18 +289,20 @@ fn a_whole_answer_with_a_deny_word_is_replaced() {
 fn a_streamed_answer_is_cut_at_the_window_with_the_flagged_phrase() {
     let Local { envoy, .. } = local();
     let _report = envoy.report_on_failure();
-    // Windows of 40 characters; the phrase is split across two chunks and two windows.
-    let pieces = [
-        "Once upon a time ",
-        "there was a story ",
-        "that went on and on ",
-        "until a forb",
-        "idden phrase appeared ",
-        "and then the story ",
-        "went on again.",
+    // Windows of 40 characters, each piece filling one: the first is clean, the second ends
+    // with the first half of the deny phrase and is released, the third starts with the rest.
+    // Only the overlap the third window repeats from the second makes the phrase whole.
+    let clean = "Once upon a time there was a story that went on and on. ";
+    let first_half = "It went on for a long time, until a forb";
+    let second_half = "idden phrase appeared, and then the story went on again.";
+    assert!(first_half.len() >= 40 && second_half.len() >= 40);
+    // The provider pauses before the second half, so it arrives after the window before it
+    // was checked and released.
+    let h = [
+        scripted(&[clean, first_half, second_half]),
+        ("x-mock-pause-before", "2".to_string()),
+        ("x-mock-pause-ms", "300".to_string()),
     ];
-    // A provider that takes its time, so chunks arrive one by one.
-    let h = [scripted(&pieces), ("x-mock-delay-ms", "20".to_string())];
     let path = "/stream-cut/v1/chat/completions";
     let streamed = post_stream(
         &envoy.url(path),
@@ -306,18 +310,26 @@ fn a_streamed_answer_is_cut_at_the_window_with_the_flagged_phrase() {
         &headers(&h),
     );
     assert_cut(&streamed);
-    let text = streamed.text();
-    assert!(
-        text.starts_with("Once upon a time there was a story"),
-        "earlier windows were released: {text}"
+    assert_eq!(
+        streamed.text(),
+        format!("{clean}{first_half}{DENY}"),
+        "the windows before the phrase were released, the one completing it was not"
     );
+    let body = String::from_utf8_lossy(&streamed.body);
     assert!(
-        !text.contains("forbidden phrase") && !text.contains("went on again"),
-        "{text}"
+        !body.contains("forbidden phrase") && !body.contains("idden"),
+        "{body}"
     );
     let record = log_record(envoy, path);
-    assert_eq!(record["phase"], "response");
-    assert_eq!(record["label"], "deny_word");
+    assert_eq!(
+        record,
+        json!({"action": "blocked", "phase": "response", "backend": "local", "label": "deny_word"})
+    );
+    let blocked = "wasmcustom.content_safety.route.cut.phase.response.backend.local.label.deny_word.metric.blocked";
+    envoy.wait_for_stats("the block counter", |s| {
+        s.get(blocked).is_some_and(|&n| n >= 1)
+    });
+    assert_eq!(envoy.stat(blocked), 1);
 }
 
 #[test]
@@ -1179,4 +1191,51 @@ fn the_shipped_example_config_runs() {
         "write to [EMAIL_1]"
     );
     assert!(provider_saw(&moderation, "write to [EMAIL_1]"));
+}
+
+// --- a config moved over from Higress ------------------------------------------------------------
+
+#[test]
+fn a_higress_config_moved_over_unchanged_runs() {
+    let provider = MockServer::start(ScriptedMock::default());
+    // ai-security-guard's keys as Higress writes them, with a local list to check against.
+    let config = json!({
+        "checkRequest": true, "checkResponse": true, "denyMessage": DENY,
+        "protocol": "openai", "bufferLimit": 40,
+        "responseStreamContentJsonPath": "choices.0.delta.content",
+        "local": {"denyWords": ["forbidden phrase"]},
+        "_rules_": [{"_match_route_": ["original"], "protocol": "original"}]
+    });
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin("ai-content-safety", config)
+            .route("original", "/original/", "provider")
+            .route("default", "/", "provider")
+            .cluster("provider", provider.addr)
+            .to_json(),
+    );
+    let _report = envoy.report_on_failure();
+    // bufferLimit is the window: the first 56 characters are checked and released on their
+    // own (one window of the default 500 would hold back the whole answer).
+    let clean = "Once upon a time there was a story that went on and on. ";
+    let h = [
+        scripted(&[clean, "Then a forbidden phrase appeared."]),
+        ("x-mock-pause-before", "1".to_string()),
+        ("x-mock-pause-ms", "300".to_string()),
+    ];
+    for path in [CHAT, "/original/v1/chat/completions"] {
+        let streamed = post_stream(&envoy.url(path), &streaming("a story"), &headers(&h));
+        assert_cut(&streamed);
+        assert_eq!(streamed.text(), format!("{clean}{DENY}"), "{path}");
+    }
+    let log = envoy.log();
+    for key in ["protocol", "responseStreamContentJsonPath"] {
+        assert!(
+            log.contains(&format!(
+                "ai-content-safety: config key `{key}` is ignored: "
+            )),
+            "{}",
+            envoy.log_tail(30)
+        );
+    }
 }

@@ -306,6 +306,38 @@ fn ten_thousand_domain_rules_load_and_apply() {
 }
 
 #[test]
+fn a_higress_config_with_custom_attributes_loads_and_says_they_are_ignored() {
+    let mock = MockServer::start(OpenAiMock::default());
+    let config = json!({"attributes": [
+        {"key": "question", "value_source": "request_body", "value": "messages.@reverse.0.content", "apply_to_log": true}
+    ]});
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin("ai-statistics", config)
+            .cluster("provider", mock.addr)
+            .to_json(),
+    );
+    let _report = envoy.report_on_failure();
+    let reply = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &chat("gpt-4o", false),
+        &[
+            ("authorization", "Bearer k"),
+            ("x-mse-consumer", "migrated"),
+        ],
+    );
+    assert_eq!(reply.status, 200);
+    envoy.wait_for_stats("the request metered", |s| {
+        s.get(&stat_name("migrated", "gpt-4o", "llm_duration_count")) == Some(&1)
+    });
+    assert!(
+        envoy.log().contains("config key `attributes` is ignored"),
+        "{}",
+        envoy.log_tail(20)
+    );
+}
+
+#[test]
 fn invalid_configuration_is_refused_with_its_path() {
     let mock = MockServer::start(OpenAiMock::default());
     let config = json!({"_rules_": [{"_match_route_": ["r"], "max_body_bytes": "lots"}]});

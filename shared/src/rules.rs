@@ -97,6 +97,33 @@ pub fn parse_object<T: serde::de::DeserializeOwned>(
     crate::json::parse(&bytes).map_err(|e| ConfigError::new(e.path, e.message))
 }
 
+/// Removes the keys in `ignored` (each with why it means nothing here) from a plugin config:
+/// its global keys and every rule. Configs moved over from Higress carry such keys. Returns
+/// the ones found, each once.
+pub fn strip_ignored_keys<'a>(
+    config: &mut Value,
+    ignored: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut found = Vec::new();
+    let mut strip = |object: &mut Map<String, Value>| {
+        for &(key, why) in ignored {
+            if object.remove(key).is_some() && !found.contains(&(key, why)) {
+                found.push((key, why));
+            }
+        }
+    };
+    let Value::Object(global) = config else {
+        return found;
+    };
+    strip(global);
+    if let Some(Value::Array(rules)) = global.get_mut(RULES_KEY) {
+        for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+            strip(rule);
+        }
+    }
+    found
+}
+
 /// Keys to probe for one kind of affix match (`*suffix` or `prefix*`).
 #[derive(Debug, Default)]
 struct AffixIndex {
@@ -383,8 +410,22 @@ fn service_lookup_keys(cluster: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn ignored_keys_are_stripped_everywhere_and_reported_once() {
+        let ignored = [("protocol", "why"), ("bufferSize", "why not")];
+        let mut config = json!({"protocol": "openai", "name": "g", "_rules_": [
+            {"_match_route_": ["r"], "protocol": "original", "name": "r"}, {"name": "s"}]});
+        let found = strip_ignored_keys(&mut config, &ignored);
+        assert_eq!(found, vec![("protocol", "why")]);
+        assert_eq!(
+            config,
+            json!({"name": "g", "_rules_": [{"_match_route_": ["r"], "name": "r"}, {"name": "s"}]})
+        );
+    }
 
     fn name_of(map: &Map<String, Value>) -> Result<String, ConfigError> {
         match map.get("name") {

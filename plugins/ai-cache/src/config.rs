@@ -1,6 +1,7 @@
 //! Configuration of ai-cache (one object, global or per `_rules_` entry). Key names follow
 //! Higress's ai-cache where it has them (`cacheKeyStrategy`, `enableSemanticCache`, `cache`,
-//! `embedding`, `vector`, `serviceName`, `cacheTTL`, `threshold`, …).
+//! `embedding`, `vector`, `serviceName`, `cacheTTL`, `threshold`, …). Higress's earlier
+//! top-level `cacheTTL` and `cacheKeyPrefix` set those of `cache` when it has none.
 
 use aigw_shared::rules::{parse_object, ConfigError};
 use serde::Deserialize;
@@ -178,6 +179,10 @@ struct Raw {
     embedding: Option<Map<String, Value>>,
     #[serde(default)]
     vector: Option<Map<String, Value>>,
+    #[serde(default, rename = "cacheTTL")]
+    cache_ttl: Option<u64>,
+    #[serde(default)]
+    cache_key_prefix: Option<String>,
 }
 
 /// The service keys every section shares. Parsed apart from the rest of a section, because
@@ -218,10 +223,10 @@ fn section<T: serde::de::DeserializeOwned>(
 struct RawCache {
     #[serde(rename = "type")]
     kind: CacheType,
-    #[serde(default = "default_ttl", rename = "cacheTTL")]
-    cache_ttl: u64,
-    #[serde(default = "default_prefix")]
-    cache_key_prefix: String,
+    #[serde(default, rename = "cacheTTL")]
+    cache_ttl: Option<u64>,
+    #[serde(default)]
+    cache_key_prefix: Option<String>,
     #[serde(default = "default_cache_entries")]
     max_entries: usize,
     #[serde(default = "default_cache_bytes")]
@@ -360,8 +365,8 @@ impl Config {
             None => Cache {
                 kind: CacheType::Local,
                 service: None,
-                ttl_seconds: default_ttl(),
-                key_prefix: default_prefix(),
+                ttl_seconds: raw.cache_ttl.unwrap_or_else(default_ttl),
+                key_prefix: raw.cache_key_prefix.unwrap_or_else(default_prefix),
                 max_entries: default_cache_entries(),
                 max_bytes: default_cache_bytes(),
             },
@@ -380,8 +385,11 @@ impl Config {
                 Cache {
                     kind: c.kind,
                     service,
-                    ttl_seconds: c.cache_ttl,
-                    key_prefix: c.cache_key_prefix,
+                    ttl_seconds: c.cache_ttl.or(raw.cache_ttl).unwrap_or_else(default_ttl),
+                    key_prefix: c
+                        .cache_key_prefix
+                        .or(raw.cache_key_prefix)
+                        .unwrap_or_else(default_prefix),
                     max_entries: c.max_entries,
                     max_bytes: c.max_bytes,
                 }
@@ -561,6 +569,26 @@ mod tests {
         assert!(err.to_string().starts_with("cache"), "{err}");
         let err = parse(json!({"cacheKeyStrategy": "firstQuestion"})).unwrap_err();
         assert!(err.to_string().contains("cacheKeyStrategy"), "{err}");
+    }
+
+    #[test]
+    fn higress_top_level_ttl_and_prefix_set_the_cache_ones() {
+        let c = parse(json!({"cacheTTL": 60, "cacheKeyPrefix": "higress-ai-cache:"})).unwrap();
+        assert_eq!(
+            (c.cache.ttl_seconds, c.cache.key_prefix.as_str()),
+            (60, "higress-ai-cache:")
+        );
+        let c = parse(json!({
+            "cacheTTL": 60, "cacheKeyPrefix": "higress-ai-cache:",
+            "cache": {"type": "redis", "serviceName": "redis", "cacheTTL": 5}
+        }))
+        .unwrap();
+        assert_eq!(
+            (c.cache.ttl_seconds, c.cache.key_prefix.as_str()),
+            (5, "higress-ai-cache:")
+        );
+        let err = parse(json!({"cacheTTL": 60, "cacheTtl": 60})).unwrap_err();
+        assert_eq!(err.path, "cacheTtl");
     }
 
     #[test]

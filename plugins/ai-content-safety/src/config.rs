@@ -2,6 +2,8 @@
 //! follow Higress's ai-security-guard where it has them (`checkRequest`, `checkResponse`,
 //! `denyCode`, `denyMessage`, `requestContentJsonPath`, `responseContentJsonPath`,
 //! `riskLevelBar`, `timeout`) and its ai-data-masking for masking rules (`replace_roles`).
+//! Its `bufferLimit` sets the stream window; its `protocol` and `responseStreamContentJsonPath`
+//! are accepted and ignored, so that its configs move over unchanged.
 
 use crate::extract::{parse_path, PromptSource};
 use crate::hold::Windows;
@@ -32,7 +34,21 @@ struct Raw {
     max_body_bytes: usize,
     log_key: String,
     data_masking: Option<RawMasking>,
+    /// Higress's characters of a streamed answer checked at once: `stream.windowChars`.
+    buffer_limit: Option<usize>,
 }
+
+/// Higress ai-security-guard keys that mean nothing here, and why.
+pub const IGNORED_HIGRESS_KEYS: [(&str, &str); 2] = [
+    (
+        "protocol",
+        "bodies are read as OpenAI's, or at requestContentJsonPath and responseContentJsonPath",
+    ),
+    (
+        "responseStreamContentJsonPath",
+        "streamed answers are read as OpenAI chunks (choices[].delta.content)",
+    ),
+];
 
 impl Default for Raw {
     fn default() -> Self {
@@ -50,6 +66,7 @@ impl Default for Raw {
             max_body_bytes: DEFAULT_BODY_LIMIT,
             log_key: "ai_content_safety".into(),
             data_masking: None,
+            buffer_limit: None,
         }
     }
 }
@@ -75,7 +92,7 @@ impl Default for RawLocal {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 struct RawStream {
-    window_chars: usize,
+    window_chars: Option<usize>,
     overlap_chars: Option<usize>,
     max_hold_ms: u64,
     max_hold_bytes: usize,
@@ -84,7 +101,7 @@ struct RawStream {
 impl Default for RawStream {
     fn default() -> Self {
         RawStream {
-            window_chars: 500,
+            window_chars: None,
             overlap_chars: None,
             max_hold_ms: 1000,
             max_hold_bytes: 256 << 10,
@@ -189,7 +206,8 @@ impl Config {
             .transpose()
             .map_err(|e| e.under("service"))?;
         let s = &raw.stream;
-        if s.window_chars == 0 || s.max_hold_ms == 0 || s.max_hold_bytes < 1024 {
+        let window_chars = s.window_chars.or(raw.buffer_limit).unwrap_or(500);
+        if window_chars == 0 || s.max_hold_ms == 0 || s.max_hold_bytes < 1024 {
             return Err(ConfigError::new(
                 "stream",
                 "windowChars and maxHoldMs must be positive, maxHoldBytes at least 1024",
@@ -199,9 +217,9 @@ impl Config {
         let words = LocalChecker::longest_word_chars(&raw.local.deny_words).saturating_sub(1);
         let overlap = s
             .overlap_chars
-            .unwrap_or_else(|| words.max((s.window_chars / 4).min(64)))
+            .unwrap_or_else(|| words.max((window_chars / 4).min(64)))
             .max(words);
-        if overlap >= s.window_chars {
+        if overlap >= window_chars {
             return Err(ConfigError::new(
                 "stream.overlapChars",
                 "must be less than windowChars",
@@ -237,7 +255,7 @@ impl Config {
             local,
             service,
             windows: Windows {
-                window_chars: s.window_chars,
+                window_chars,
                 overlap_chars: overlap,
                 max_hold_bytes: s.max_hold_bytes,
                 max_hold_ms: s.max_hold_ms,
@@ -368,6 +386,29 @@ mod tests {
             "stream.overlapChars"
         );
         assert_eq!(path(json!({"requestContent": "first"})), "requestContent");
+    }
+
+    /// A config as `on_configure` parses it, the ignored keys removed.
+    fn parse_migrated(mut v: Value) -> Result<Config, ConfigError> {
+        aigw_shared::rules::strip_ignored_keys(&mut v, &IGNORED_HIGRESS_KEYS);
+        parse(v)
+    }
+
+    #[test]
+    fn a_higress_ai_security_guard_config_parses() {
+        let c = parse_migrated(json!({
+            "checkRequest": true, "checkResponse": true, "denyCode": 200, "denyMessage": "no",
+            "protocol": "openai", "bufferLimit": 1000,
+            "requestContentJsonPath": "messages.@reverse.0.content",
+            "responseContentJsonPath": "choices.0.message.content",
+            "responseStreamContentJsonPath": "choices.0.delta.content"
+        }))
+        .unwrap();
+        assert_eq!(c.windows.window_chars, 1000, "bufferLimit is the window");
+        let c = parse(json!({"bufferLimit": 1000, "stream": {"windowChars": 300}})).unwrap();
+        assert_eq!(c.windows.window_chars, 300, "stream.windowChars wins");
+        let err = parse_migrated(json!({"protocol": "openai", "riskLevel": "high"})).err();
+        assert_eq!(err.unwrap().path, "riskLevel");
     }
 
     #[test]

@@ -123,7 +123,9 @@ impl Context for SafetyRoot {
 
 impl RootContext for SafetyRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(rules) = host::load_rules(PLUGIN, Config::from_map) else {
+        let Some(rules) =
+            host::load_rules_ignoring(PLUGIN, &config::IGNORED_HIGRESS_KEYS, Config::from_map)
+        else {
             return false;
         };
         self.rules = Some(Rc::new(rules));

@@ -35,6 +35,12 @@ impl Default for Config {
     }
 }
 
+/// Higress ai-statistics keys that mean nothing here, and why.
+pub const IGNORED_HIGRESS_KEYS: [(&str, &str); 1] = [(
+    "attributes",
+    "custom log and span attributes are not supported; the log record has a fixed set of fields",
+)];
+
 impl Config {
     pub fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
         let config: Config = parse_object(map)?;
@@ -74,6 +80,20 @@ mod tests {
             err.to_string(),
             "log_key: must be letters, digits, '_' or '.'"
         );
+    }
+
+    #[test]
+    fn higress_attributes_are_accepted_and_ignored() {
+        let parse_migrated = |mut v: Value| {
+            aigw_shared::rules::strip_ignored_keys(&mut v, &IGNORED_HIGRESS_KEYS);
+            Config::from_map(v.as_object().unwrap())
+        };
+        let higress = json!({"attributes": [
+            {"key": "question", "value_source": "request_body", "value": "messages.@reverse.0.content", "apply_to_log": true}
+        ]});
+        assert_eq!(parse_migrated(higress).unwrap(), Config::default());
+        let err = parse_migrated(json!({"attributes": [], "atributes": []})).unwrap_err();
+        assert_eq!(err.path, "atributes");
     }
 
     #[test]

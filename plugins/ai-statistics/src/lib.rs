@@ -41,7 +41,11 @@ impl Context for StatsRoot {
 
 impl RootContext for StatsRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(rules) = host::load_rules("ai-statistics", Config::from_map) else {
+        let Some(rules) = host::load_rules_ignoring(
+            "ai-statistics",
+            &config::IGNORED_HIGRESS_KEYS,
+            Config::from_map,
+        ) else {
             return false;
         };
         let max_series = rules

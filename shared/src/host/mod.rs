@@ -15,11 +15,21 @@ pub fn load_rules<T>(
     plugin: &str,
     parse: impl Fn(&serde_json::Map<String, serde_json::Value>) -> Result<T, crate::rules::ConfigError>,
 ) -> Option<crate::rules::RuleSet<T>> {
+    load_rules_ignoring(plugin, &[], parse)
+}
+
+/// [`load_rules`] for a config that may carry keys meaning nothing here (`ignored`, each with
+/// why): they are removed, and each one found is named in one warning.
+pub fn load_rules_ignoring<T>(
+    plugin: &str,
+    ignored: &[(&str, &str)],
+    parse: impl Fn(&serde_json::Map<String, serde_json::Value>) -> Result<T, crate::rules::ConfigError>,
+) -> Option<crate::rules::RuleSet<T>> {
     let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .ok()
         .flatten()
         .unwrap_or_default();
-    let json = if raw.iter().all(u8::is_ascii_whitespace) {
+    let mut json = if raw.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null
     } else {
         match serde_json::from_slice(&raw) {
@@ -30,6 +40,9 @@ pub fn load_rules<T>(
             }
         }
     };
+    for (key, why) in crate::rules::strip_ignored_keys(&mut json, ignored) {
+        log::warn!("{plugin}: config key `{key}` is ignored: {why}");
+    }
     match crate::rules::RuleSet::parse(&json, parse) {
         Ok(rules) => {
             log::info!("{plugin}: configured with {} rules", rules.rule_count());
