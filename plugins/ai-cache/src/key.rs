@@ -6,6 +6,7 @@
 //! non-cryptographic hash a client could craft such a collision on purpose.
 
 use crate::config::{Config, Scope, Strategy};
+use aigw_shared::sign::hex;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -156,16 +157,6 @@ fn answer_parameters(request: &Map<String, Value>, strategy: Strategy) -> String
         .collect();
     // serde_json's map is ordered by key here, so equal parameters give equal text.
     Value::Object(params).to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]
