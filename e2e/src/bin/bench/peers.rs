@@ -23,6 +23,30 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Starts `command` in `dir` (stdout to `{program}.log`, stderr to `stderr.log`) and waits
+/// until `base` + `ready_path` answers 200; returns the running process.
+fn start(
+    name: &str,
+    program: &str,
+    mut command: Command,
+    dir: &std::path::Path,
+    base: &str,
+    ready_path: &str,
+) -> Result<ChildGuard, String> {
+    let log = dir.join(format!("{program}.log"));
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr.log")).expect("log"),
+        ));
+    let mut process =
+        ChildGuard::spawn(program, command).map_err(|e| format!("start {program}: {e}"))?;
+    wait_ready(name, &format!("{base}{ready_path}"), &mut process, &log)?;
+    Ok(process)
+}
+
 /// Waits until `url` answers 200; why not, with the end of the peer's log.
 fn wait_ready(
     name: &str,
@@ -63,28 +87,21 @@ pub fn litellm(mock: SocketAddr, key: &str) -> Result<Peer, String> {
     )
     .expect("litellm config");
     let port = free_port();
-    let log = dir.join("litellm.log");
     let mut command = Command::new(paths::repo_root().join(".bench/litellm/bin/litellm"));
     command
         .arg("--config")
         .arg(&config)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         // Otherwise it downloads its model price map at start.
-        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("stderr.log")).expect("log"),
-        ));
-    let mut process =
-        ChildGuard::spawn("litellm", command).map_err(|e| format!("start litellm: {e}"))?;
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(
+    let process = start(
         "LiteLLM",
-        &format!("{base}/health/liveliness"),
-        &mut process,
-        &log,
+        "litellm",
+        command,
+        &dir,
+        &base,
+        "/health/liveliness",
     )?;
     Ok(Peer {
         name: "LiteLLM proxy",
@@ -98,7 +115,6 @@ pub fn litellm(mock: SocketAddr, key: &str) -> Result<Peer, String> {
 pub fn portkey(mock: SocketAddr) -> Result<Peer, String> {
     let dir = paths::scratch_dir("portkey");
     let port = free_port();
-    let log = dir.join("portkey.log");
     let package = paths::repo_root().join(".bench/portkey/node_modules/@portkey-ai/gateway");
     let mut command = Command::new("node");
     command
@@ -106,17 +122,9 @@ pub fn portkey(mock: SocketAddr) -> Result<Peer, String> {
         .arg(paths::repo_root().join("e2e/bench/loopback.mjs"))
         .arg(package.join("build/start-server.js"))
         .arg(format!("--port={port}"))
-        .arg("--headless")
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("stderr.log")).expect("log"),
-        ));
-    let mut process =
-        ChildGuard::spawn("portkey", command).map_err(|e| format!("start portkey: {e}"))?;
+        .arg("--headless");
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready("Portkey", &format!("{base}/"), &mut process, &log)?;
+    let process = start("Portkey", "portkey", command, &dir, &base, "/")?;
     Ok(Peer {
         name: "Portkey gateway",
         base,
