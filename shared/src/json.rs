@@ -180,9 +180,34 @@ fn render(frames: &[Frame]) -> String {
     path
 }
 
+/// Whether `key` (with its quotes, e.g. `"\"usage\""`) appears in the JSON text with a value
+/// other than `null`: a cheap test before parsing a streamed event. Quotes inside JSON strings
+/// are escaped, so a match is always a real key.
+pub fn has_value(json: &str, key: &str) -> bool {
+    json.match_indices(key).any(|(at, _)| {
+        let rest = json[at + key.len()..].trim_start();
+        rest.strip_prefix(':')
+            .is_some_and(|value| !value.trim_start().starts_with("null"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keys_with_a_value_count() {
+        assert!(!has_value(
+            r#"{"finish_reason":null,"usage": null}"#,
+            "\"finish_reason\""
+        ));
+        assert!(has_value(
+            r#"{"finish_reason" : "stop"}"#,
+            "\"finish_reason\""
+        ));
+        assert!(!has_value(r#"{"content":"\"usage\": 1"}"#, "\"usage\""));
+        assert!(has_value(r#"{"usage":{"total_tokens":4}}"#, "\"usage\""));
+    }
     use serde::Deserialize;
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;

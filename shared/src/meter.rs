@@ -134,8 +134,13 @@ impl ResponseMeter {
             return;
         }
         let counts = if self.output_seen {
-            // After the first token only usage matters: read just the events that can carry it.
-            if !(event.data.contains("sage") || event.data.contains("eval_count")) {
+            // After the first token only usage matters: read just the events that carry it
+            // (OpenAI streams send `"usage":null` in every chunk), or a model still unknown.
+            let data = &event.data;
+            let carries_usage = USAGE_KEYS
+                .iter()
+                .any(|key| crate::json::has_value(data, key));
+            if !carries_usage && (self.model.is_some() || !data.contains("model")) {
                 return;
             }
             let Some(reported) = Reported::from_slice(event.data.as_bytes()) else {
@@ -160,6 +165,14 @@ impl ResponseMeter {
         }
     }
 }
+
+/// The keys under which a provider reports token counts (see [`TokenCounts::from_json`]).
+const USAGE_KEYS: [&str; 4] = [
+    "\"usage\"",
+    "\"usageMetadata\"",
+    "\"eval_count\"",
+    "\"prompt_eval_count\"",
+];
 
 fn model_of(value: &Value) -> Option<String> {
     value

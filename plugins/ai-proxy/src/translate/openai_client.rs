@@ -114,7 +114,7 @@ impl Chunk {
         // of the three keys has a value is worth parsing.
         if !["\"usage\"", "\"finish_reason\"", "\"error\""]
             .iter()
-            .any(|key| has_value(data, key))
+            .any(|key| aigw_shared::json::has_value(data, key))
         {
             return Chunk::default();
         }
@@ -132,16 +132,6 @@ impl Chunk {
     }
 }
 
-/// Whether `key` (quoted) appears in the JSON text with a value other than `null`. Quotes
-/// inside JSON strings are escaped, so a match is always a real key.
-fn has_value(json: &str, key: &str) -> bool {
-    json.match_indices(key).any(|(at, _)| {
-        let rest = json[at + key.len()..].trim_start();
-        rest.strip_prefix(':')
-            .is_some_and(|value| !value.trim_start().starts_with("null"))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::same_at_every_split;
@@ -152,20 +142,6 @@ mod tests {
          data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
          data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n\
          data: [DONE]\n\n"
-    }
-
-    #[test]
-    fn only_keys_with_a_value_count() {
-        assert!(!has_value(
-            r#"{"finish_reason":null,"usage": null}"#,
-            "\"finish_reason\""
-        ));
-        assert!(has_value(
-            r#"{"finish_reason" : "stop"}"#,
-            "\"finish_reason\""
-        ));
-        assert!(!has_value(r#"{"content":"\"usage\": 1"}"#, "\"usage\""));
-        assert!(has_value(r#"{"usage":{"total_tokens":4}}"#, "\"usage\""));
     }
 
     #[test]
