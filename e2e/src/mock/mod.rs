@@ -18,6 +18,7 @@ pub mod bedrock;
 pub mod bedrock_guardrail;
 pub mod cohere;
 pub mod embeddings;
+pub mod endless;
 pub mod faulty;
 pub mod gemini;
 pub mod guard_model;

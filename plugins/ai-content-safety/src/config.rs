@@ -32,6 +32,7 @@ struct Raw {
     service: Option<Map<String, Value>>,
     stream: RawStream,
     max_body_bytes: usize,
+    max_event_bytes: Option<usize>,
     log_key: String,
     data_masking: Option<RawMasking>,
     /// Higress's characters of a streamed answer checked at once: `stream.windowChars`.
@@ -64,6 +65,7 @@ impl Default for Raw {
             service: None,
             stream: RawStream::default(),
             max_body_bytes: DEFAULT_BODY_LIMIT,
+            max_event_bytes: None,
             log_key: "ai_content_safety".into(),
             data_masking: None,
             buffer_limit: None,
@@ -166,6 +168,8 @@ pub struct Config {
     pub service: Option<Configured>,
     pub windows: Windows,
     pub max_body_bytes: usize,
+    /// Bound on one streamed event (`maxEventBytes`): past it the stream ends with an error.
+    pub max_event_bytes: usize,
     pub log_key: String,
     pub masking: Option<Masking>,
 }
@@ -261,6 +265,8 @@ impl Config {
                 max_hold_ms: s.max_hold_ms,
             },
             max_body_bytes: raw.max_body_bytes,
+            max_event_bytes: aigw_shared::event_bound::configured(raw.max_event_bytes)
+                .map_err(|why| ConfigError::new("maxEventBytes", why))?,
             log_key: raw.log_key,
             masking,
         })

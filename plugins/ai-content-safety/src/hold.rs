@@ -19,6 +19,8 @@ use crate::deny::{stream_tail, Identity};
 use crate::extract::ChunkView;
 use crate::restore::StreamRestore;
 use crate::verdict::Verdict;
+use aigw_shared::error::ClientApi;
+use aigw_shared::event_bound::{self, EventBound, Framing};
 use aigw_shared::sse::{complete_events_len, Decoder, Event};
 
 /// Envoy's held response body as the plugin can touch it.
@@ -74,6 +76,10 @@ pub struct StreamHold {
     restore: Option<StreamRestore>,
     /// Largest number of bytes held at once, for the memory figures.
     peak_held: usize,
+    /// Bounds the partial event that would otherwise be carried without end.
+    bound: EventBound,
+    /// The bound tripped and the plugin has not reported it yet.
+    overflow: bool,
 }
 
 impl StreamHold {
@@ -102,7 +108,20 @@ impl StreamHold {
             identity,
             restore,
             peak_held: 0,
+            bound: EventBound::new(Framing::Sse, event_bound::DEFAULT_MAX_EVENT_BYTES),
+            overflow: false,
         }
+    }
+
+    /// Sets the bound on one event (`maxEventBytes`).
+    pub fn bounded(mut self, max_event_bytes: usize) -> StreamHold {
+        self.bound = EventBound::new(Framing::Sse, max_event_bytes);
+        self
+    }
+
+    /// The stream was ended for an event past the bound (reported once).
+    pub fn take_overflow(&mut self) -> bool {
+        std::mem::take(&mut self.overflow)
     }
 
     /// A body callback: `body` is everything Envoy holds, `end` the end of the stream.
@@ -125,6 +144,9 @@ impl StreamHold {
         let len = body.size();
         if len > known {
             let new = body.read(known, len - known);
+            if let event_bound::Check::Tripped { .. } = self.bound.check(&new) {
+                return self.end_oversized(body);
+            }
             self.feed(&new, now_ms);
             self.held.extend_from_slice(&new);
             self.peak_held = self.peak_held.max(self.held.len());
@@ -155,6 +177,23 @@ impl StreamHold {
             return Step::Release;
         }
         self.next(body, now_ms)
+    }
+
+    /// An event passed the bound: nothing held is released (it is unchecked, and its last event
+    /// incomplete); the stream ends with an error and the rest of it is dropped.
+    fn end_oversized(&mut self, body: &mut dyn HeldBody) -> Step {
+        let tail = event_bound::stream_error_tail(ClientApi::OpenAi, self.bound.limit(), false);
+        body.replace_prefix(body.size(), &tail);
+        self.denied = true;
+        self.overflow = true;
+        self.held = Vec::new();
+        self.unchecked = String::new();
+        self.envoy_holds = false;
+        if self.in_check {
+            Step::Hold
+        } else {
+            Step::Release
+        }
     }
 
     /// A timer tick: starts the check of a window that has waited too long.

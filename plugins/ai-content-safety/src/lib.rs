@@ -368,7 +368,8 @@ impl HttpContext for SafetyStream {
                 e.config.deny_message.clone(),
                 Identity::local(host::now_ms() / 1000),
                 restorer,
-            )));
+            )
+            .bounded(e.config.max_event_bytes)));
         } else if is_json(content_type) {
             e.response = Response::Whole { len: 0 };
         } else {
@@ -403,6 +404,10 @@ impl HttpContext for SafetyStream {
             Response::Stream(hold) => {
                 let mut body = EnvoyBody { len: body_size };
                 let step = hold.on_body(&mut body, end_of_stream, host::now_ms());
+                if hold.take_overflow() {
+                    log::warn!("{PLUGIN}: a stream event passed maxEventBytes ({} bytes); the stream was ended with an error", e.config.max_event_bytes);
+                    self.shared.count(&record::route_series(&e.route), "stream_events_too_large", 1);
+                }
                 match e.run_stream(&self.shared, step, false) {
                     Flow::Held => {
                         self.shared

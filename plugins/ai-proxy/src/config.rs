@@ -16,6 +16,7 @@ use crate::translate::canonical::path_model;
 use crate::vertex_auth::ServiceAccount;
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::error::ApiError;
+use aigw_shared::event_bound;
 use aigw_shared::rules::{parse_object, ConfigError};
 use aigw_shared::sign::AwsCredentials;
 use serde::Deserialize;
@@ -32,6 +33,8 @@ pub struct Config {
     /// Endpoint metadata namespace naming each attempt's provider (`provider`) and model (`model`).
     pub metadata_namespace: String,
     pub max_request_bytes: usize,
+    /// Bound on one streamed event (`maxEventBytes`): past it the stream ends with an error.
+    pub max_event_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,7 @@ struct RawConfig {
     models: Vec<String>,
     metadata_namespace: Option<String>,
     max_request_bytes: Option<usize>,
+    max_event_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +204,8 @@ impl Config {
             models: raw.models,
             metadata_namespace: raw.metadata_namespace.unwrap_or_else(|| "aigw".into()),
             max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+            max_event_bytes: event_bound::configured(raw.max_event_bytes)
+                .map_err(|why| ConfigError::new("maxEventBytes", why))?,
         })
     }
 

@@ -19,6 +19,7 @@ pub mod vertex_auth;
 use aigw_shared::body::is_html;
 use aigw_shared::callout::{Callout, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
+use aigw_shared::event_bound::{self, Check, EventBound};
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::metrics::series_prefix;
 use aigw_shared::rules::RuleSet;
@@ -119,6 +120,8 @@ struct ResponseFlow {
     /// Which of the two edges translate this body (the others pass it through).
     provider_translates: bool,
     client_translates: bool,
+    /// Bounds the event being read of a translated stream.
+    bound: EventBound,
 }
 
 impl Context for ProxyStream {
@@ -281,6 +284,10 @@ impl HttpContext for ProxyStream {
             status,
             provider_translates: false,
             client_translates: false,
+            bound: EventBound::new(
+                event_bound::framing_of(&content_type),
+                exchange.config.max_event_bytes,
+            ),
         };
         if !exchange.native {
             if let Some((_, adapter)) = exchange.provider.as_mut() {
@@ -308,7 +315,7 @@ impl HttpContext for ProxyStream {
         let Some(exchange) = self.exchange.as_mut() else {
             return Action::Continue;
         };
-        let Some(flow) = exchange.response.as_ref() else {
+        let Some(flow) = exchange.response.as_mut() else {
             return Action::Continue;
         };
         let (mode, status) = (flow.mode, flow.status);
@@ -321,7 +328,21 @@ impl HttpContext for ProxyStream {
                 } else {
                     Vec::new()
                 };
-                let mut output = exchange.translate_response(&input, end_of_stream);
+                let was_tripped = flow.bound.tripped();
+                let check = if mode == BodyMode::Stream {
+                    flow.bound.check(&input)
+                } else {
+                    Check::Within
+                };
+                let mut output = match check {
+                    Check::Within => exchange.translate_response(&input, end_of_stream),
+                    Check::Tripped { .. } if was_tripped => Vec::new(),
+                    Check::Tripped { keep } => {
+                        let provider = exchange.provider_id();
+                        count_rare(&self.metrics, provider, "stream_events_too_large");
+                        exchange.end_oversized_stream(&input[..keep])
+                    }
+                };
                 if status >= 400 {
                     exchange.redact_keys(&mut output);
                 }
@@ -398,12 +419,7 @@ impl ProxyStream {
     }
 
     fn count_token(&self, provider: &str, metric: &'static str) {
-        let mut metrics = self.metrics.borrow_mut();
-        if let Some(series) = metrics.series(&series_prefix(&[("provider", provider)])) {
-            series.counter(metric, 1);
-        }
-        // Rare events: written at once rather than on a timer.
-        metrics.flush();
+        count_rare(&self.metrics, provider, metric);
     }
 
     /// Answers the client with a gateway error in its API's shape, and stops processing.
@@ -642,6 +658,26 @@ impl Exchange {
         out
     }
 
+    fn provider_id(&self) -> &str {
+        self.provider.as_ref().map_or("none", |(p, _)| p.id.as_str())
+    }
+
+    /// The provider sent an event past `maxEventBytes`: what came before it is translated, then
+    /// the stream ends with an error in the client's API; the rest of the body is dropped.
+    fn end_oversized_stream(&mut self, complete: &[u8]) -> Vec<u8> {
+        let limit = self.config.max_event_bytes;
+        log::warn!("ai-proxy: a stream event passed maxEventBytes ({limit} bytes); the stream was ended with an error");
+        let client_translates = self.response.as_ref().is_some_and(|f| f.client_translates);
+        let api = if client_translates {
+            self.client.api()
+        } else {
+            ClientApi::OpenAi
+        };
+        let mut out = self.translate_response(complete, false);
+        out.extend(event_bound::stream_error_tail(api, limit, false));
+        out
+    }
+
     /// Sets the key this request used aside, shared by all workers.
     fn cool_down_key(&self, retry_after: Option<&str>) {
         let (Some((provider, _)), Some(index)) = (self.provider.as_ref(), self.key_index) else {
@@ -679,6 +715,16 @@ impl Exchange {
             }
         }
     }
+}
+
+/// Counts a rare event of a provider (token fetches and failures, oversized stream events),
+/// written at once rather than on a timer.
+fn count_rare(metrics: &RefCell<Metrics>, provider: &str, metric: &'static str) {
+    let mut metrics = metrics.borrow_mut();
+    if let Some(series) = metrics.series(&series_prefix(&[("provider", provider)])) {
+        series.counter(metric, 1);
+    }
+    metrics.flush();
 }
 
 fn cooldown_key(provider_id: &str) -> String {
