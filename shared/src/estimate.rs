@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::sse::Decoder;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Tokens OpenAI charges around each message, and to prime the reply.
 const PER_MESSAGE: u64 = 4;
@@ -119,34 +120,43 @@ pub struct StreamedText {
     tokens: u64,
 }
 
+// Every stream is read for its text, so the texts are borrowed from the event where they can be.
 #[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Choice {
-    delta: Option<Delta>,
+struct Choice<'a> {
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Delta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-    refusal: Option<String>,
-    tool_calls: Option<Vec<ToolCall>>,
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCall {
-    function: Option<Function>,
+struct ToolCall<'a> {
+    #[serde(borrow)]
+    function: Option<Function<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Function {
-    name: Option<String>,
-    arguments: Option<String>,
+struct Function<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 impl StreamedText {
@@ -170,7 +180,7 @@ fn event_tokens(data: &str) -> u64 {
     let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
         return 0;
     };
-    let text = |s: &Option<String>| s.as_deref().map_or(0, text_tokens);
+    let text = |s: &Option<Cow<str>>| s.as_deref().map_or(0, text_tokens);
     chunk
         .choices
         .iter()
@@ -242,6 +252,19 @@ mod tests {
         assert_eq!((err.status, err.param), (400, None));
         let err = Estimate::from_body(br#"{"messages":{"role":"user"}}"#, 1).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn escaped_streamed_text_counts_as_its_text() {
+        let mut text = StreamedText::default();
+        text.observe(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"\\u4f60\\\"ab\\nc\"}}]}\n\n".as_bytes(),
+        );
+        assert_eq!(
+            text.finish(),
+            1 + 2,
+            "one CJK character, then five ASCII characters"
+        );
     }
 
     #[test]

@@ -321,16 +321,7 @@ impl HttpContext for LimitStream {
         };
         if refuses_anonymous(&config, &facts) {
             set_log(&config, json!({"decision": "no_consumer"}));
-            let err = ApiError::new(
-                401,
-                "invalid_request_error",
-                format!(
-                    "This API needs a consumer: the {} header names none.",
-                    config.consumer_header
-                ),
-            )
-            .with_code("consumer_required");
-            send_error(&err);
+            send_error(&reply::consumer_required(&config.consumer_header));
             return Action::Pause;
         }
         let limits = matching(&config, &facts);
