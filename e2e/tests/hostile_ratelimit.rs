@@ -216,6 +216,7 @@ fn hostile() -> &'static Hostile {
                    "abort_before_response": "prompt",
                    "global_threshold": {"token_per_day": 100_000}}),
             per_user("midstream", json!([{"key": "*", "token_per_day": 100_000}])),
+            per_user("held", json!([{"key": "*", "token_per_day": 100_000}])),
             per_user("settle", json!([{"key": "*", "token_per_day": 100_000}])),
             per_consumer("deny", json!({"anonymous_consumers": "deny"})),
         ];
@@ -225,8 +226,9 @@ fn hostile() -> &'static Hostile {
         let mut gateway = Gateway::new()
             .filter(wasm_instance("ai-proxy", CLIENT_EDGE, &json!({})))
             .plugin(PLUGIN, json!({"_rules_": rules}))
+            .filter(hold_before_upstream())
             .cluster("provider", mock.addr);
-        for case in ["abort", "abort-prompt", "midstream", "settle"] {
+        for case in ["abort", "abort-prompt", "midstream", "held", "settle"] {
             gateway = gateway.raw_route(route(case, false));
         }
         for (case, _) in ANONYMOUS_CASES {
@@ -236,6 +238,22 @@ fn hostile() -> &'static Hostile {
         let envoy = Envoy::start(&gateway.to_json());
         Hostile { _mock: mock, envoy }
     })
+}
+
+/// A filter after the plugin that holds requests of the `held` route for [`HOLD_HEADERS`]
+/// before they go upstream (a later filter waiting for a callout).
+fn hold_before_upstream() -> Value {
+    let lua = r#"
+function envoy_on_request(handle)
+  if handle:headers():get("x-case") == "held" then
+    handle:httpCall("provider", {[":method"] = "POST", [":path"] = "/v1/chat/completions",
+      [":authority"] = "provider", ["content-type"] = "application/json"},
+      '{"model": "m", "messages": [{"role": "user", "content": "hold-headers"}]}', 5000)
+  end
+end"#;
+    json!({"name": "envoy.filters.http.lua", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": lua}}})
 }
 
 fn chat(content: &str, max_tokens: u64, stream: bool) -> Value {
@@ -413,6 +431,20 @@ fn abort_before_response_can_charge_the_prompt_estimate_instead() {
         prompt_tokens(&content),
         "{record}"
     );
+}
+
+#[test]
+fn a_client_leaving_before_its_request_went_upstream_pays_nothing() {
+    let envoy = &hostile().envoy;
+    let _report = envoy.report_on_failure();
+    let record = record_of(envoy, "held", || {
+        abandon(envoy, &chat("plain", 500, false), &headers("held", "early"))
+    });
+    assert_eq!(
+        tokens(&record, "reserved_tokens"),
+        prompt_tokens("plain") + 500
+    );
+    assert_eq!(tokens(&record, "charged_tokens"), 0, "{record}");
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub struct Ending {
 /// The tokens to charge for a request that reserved `reserved`:
 ///
 /// - no response: the reservation (or only the prompt, as `before_response` says) once the
-///   request was forwarded, nothing otherwise;
+///   request was sent upstream, nothing otherwise;
 /// - an error status: nothing;
 /// - usage that is not a count: the reservation;
 /// - usage reported: that, or when the client left mid-stream the larger of it and the prompt
