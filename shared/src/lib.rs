@@ -7,6 +7,7 @@ pub mod body;
 pub mod callout;
 pub mod consumer;
 pub mod error;
+pub mod estimate;
 pub mod event_bound;
 pub mod json;
 pub mod meter;

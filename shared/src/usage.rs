@@ -5,6 +5,10 @@
 //! (`usage.inputTokens`), Cohere (`usage.tokens` / `usage.billed_units`), Ollama
 //! (`prompt_eval_count`). Streams report counts cumulatively, so merging keeps the largest value
 //! seen for each field.
+//!
+//! A count is a non-negative integer up to [`MAX_COUNT`]; anything else (a float, a string, a
+//! negative number, 10^19) reads as 0 and marks the counts [`TokenCounts::malformed`]. Sums
+//! saturate, so no report can wrap a counter around.
 
 use crate::openai::{CompletionTokensDetails, PromptTokensDetails, Usage};
 use serde::Deserialize;
@@ -77,61 +81,28 @@ pub struct TokenCounts {
     pub cache_creation: u64,
     /// Output tokens spent on reasoning.
     pub reasoning: u64,
+    /// Some count was not a count (see the module's documentation): the others are not to be
+    /// trusted either.
+    pub malformed: bool,
 }
+
+/// The largest count believed: the largest integer a JSON number carries exactly everywhere.
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
 
 impl TokenCounts {
     /// Reads the counts from one JSON body or stream event, if it carries any.
     pub fn from_json(value: &Value) -> Option<TokenCounts> {
-        let object = value.as_object()?;
-        if let Some(meta) = object.get("usageMetadata") {
-            return gemini(meta);
-        }
-        if object.contains_key("prompt_eval_count") || object.contains_key("eval_count") {
-            return Some(TokenCounts::new(
-                u(value, &["prompt_eval_count"]),
-                u(value, &["eval_count"]),
-                0,
-            ));
-        }
-        let usage = object
-            .get("usage")
-            .or_else(|| value.pointer("/message/usage"))
-            .or_else(|| value.pointer("/response/usage"))
-            .or_else(|| value.pointer("/delta/usage"))?;
-        if usage.is_null() {
-            return None;
-        }
-        if usage.get("prompt_tokens").is_some() || usage.get("completion_tokens").is_some() {
-            return Some(openai_chat(usage));
-        }
-        if usage.get("inputTokens").is_some() || usage.get("outputTokens").is_some() {
-            let mut counts = TokenCounts::new(
-                u(usage, &["inputTokens"]),
-                u(usage, &["outputTokens"]),
-                u(usage, &["totalTokens"]),
-            );
-            counts.cached_input = u(usage, &["cacheReadInputTokens"]);
-            counts.cache_creation = u(usage, &["cacheWriteInputTokens"]);
-            return Some(counts);
-        }
-        if let Some(tokens) = usage.get("tokens").or_else(|| usage.get("billed_units")) {
-            return Some(TokenCounts::new(
-                u(tokens, &["input_tokens"]),
-                u(tokens, &["output_tokens"]),
-                0,
-            ));
-        }
-        if usage.get("input_tokens").is_some() || usage.get("output_tokens").is_some() {
-            return Some(anthropic_or_responses(usage));
-        }
-        None
+        let mut read = Reader::default();
+        let mut counts = read.counts(value)?;
+        counts.malformed = read.malformed;
+        Some(counts)
     }
 
     pub fn new(input: u64, output: u64, total: u64) -> TokenCounts {
         TokenCounts {
             input,
             output,
-            total: total.max(input + output),
+            total: total.max(input.saturating_add(output)),
             ..TokenCounts::default()
         }
     }
@@ -143,7 +114,11 @@ impl TokenCounts {
         self.cached_input = self.cached_input.max(other.cached_input);
         self.cache_creation = self.cache_creation.max(other.cache_creation);
         self.reasoning = self.reasoning.max(other.reasoning);
-        self.total = self.total.max(other.total).max(self.input + self.output);
+        self.total = self
+            .total
+            .max(other.total)
+            .max(self.input.saturating_add(self.output));
+        self.malformed |= other.malformed;
     }
 
     /// The canonical OpenAI `usage` object for these counts.
@@ -151,7 +126,7 @@ impl TokenCounts {
         Usage {
             prompt_tokens: self.input,
             completion_tokens: self.output,
-            total_tokens: self.total.max(self.input + self.output),
+            total_tokens: self.total.max(self.input.saturating_add(self.output)),
             prompt_tokens_details: Some(PromptTokensDetails {
                 cached_tokens: self.cached_input,
                 ..Default::default()
@@ -164,56 +139,126 @@ impl TokenCounts {
     }
 }
 
-fn u(value: &Value, path: &[&str]) -> u64 {
-    let mut v = value;
-    for key in path {
-        match v.get(key) {
-            Some(next) => v = next,
-            None => return 0,
+/// Reads counts, remembering whether any of them was not a count.
+#[derive(Default)]
+struct Reader {
+    malformed: bool,
+}
+
+impl Reader {
+    /// The count at `path`: 0 when absent or null; 0 and malformed when not a count.
+    fn u(&mut self, value: &Value, path: &[&str]) -> u64 {
+        let mut v = value;
+        for key in path {
+            match v.get(key) {
+                Some(next) => v = next,
+                None => return 0,
+            }
+        }
+        if v.is_null() {
+            return 0;
+        }
+        match v.as_u64().filter(|n| *n <= MAX_COUNT) {
+            Some(n) => n,
+            None => {
+                self.malformed = true;
+                0
+            }
         }
     }
-    v.as_u64().unwrap_or(0)
-}
 
-fn openai_chat(usage: &Value) -> TokenCounts {
-    let mut counts = TokenCounts::new(
-        u(usage, &["prompt_tokens"]),
-        u(usage, &["completion_tokens"]),
-        u(usage, &["total_tokens"]),
-    );
-    counts.cached_input = u(usage, &["prompt_tokens_details", "cached_tokens"]);
-    counts.reasoning = u(usage, &["completion_tokens_details", "reasoning_tokens"]);
-    counts
-}
-
-fn anthropic_or_responses(usage: &Value) -> TokenCounts {
-    // Anthropic's input_tokens excludes cache reads and writes; the Responses API's includes them.
-    let cache_read = u(usage, &["cache_read_input_tokens"]);
-    let cache_creation = u(usage, &["cache_creation_input_tokens"]);
-    let mut counts = TokenCounts::new(
-        u(usage, &["input_tokens"]) + cache_read + cache_creation,
-        u(usage, &["output_tokens"]),
-        u(usage, &["total_tokens"]),
-    );
-    counts.cached_input = cache_read.max(u(usage, &["input_tokens_details", "cached_tokens"]));
-    counts.cache_creation = cache_creation;
-    counts.reasoning = u(usage, &["output_tokens_details", "reasoning_tokens"]);
-    counts
-}
-
-fn gemini(meta: &Value) -> Option<TokenCounts> {
-    if !meta.is_object() {
-        return None;
+    fn counts(&mut self, value: &Value) -> Option<TokenCounts> {
+        let object = value.as_object()?;
+        if let Some(meta) = object.get("usageMetadata") {
+            return self.gemini(meta);
+        }
+        if object.contains_key("prompt_eval_count") || object.contains_key("eval_count") {
+            return Some(TokenCounts::new(
+                self.u(value, &["prompt_eval_count"]),
+                self.u(value, &["eval_count"]),
+                0,
+            ));
+        }
+        let usage = object
+            .get("usage")
+            .or_else(|| value.pointer("/message/usage"))
+            .or_else(|| value.pointer("/response/usage"))
+            .or_else(|| value.pointer("/delta/usage"))?;
+        if usage.is_null() {
+            return None;
+        }
+        if usage.get("prompt_tokens").is_some() || usage.get("completion_tokens").is_some() {
+            return Some(self.openai_chat(usage));
+        }
+        if usage.get("inputTokens").is_some() || usage.get("outputTokens").is_some() {
+            let mut counts = TokenCounts::new(
+                self.u(usage, &["inputTokens"]),
+                self.u(usage, &["outputTokens"]),
+                self.u(usage, &["totalTokens"]),
+            );
+            counts.cached_input = self.u(usage, &["cacheReadInputTokens"]);
+            counts.cache_creation = self.u(usage, &["cacheWriteInputTokens"]);
+            return Some(counts);
+        }
+        if let Some(tokens) = usage.get("tokens").or_else(|| usage.get("billed_units")) {
+            return Some(TokenCounts::new(
+                self.u(tokens, &["input_tokens"]),
+                self.u(tokens, &["output_tokens"]),
+                0,
+            ));
+        }
+        if usage.get("input_tokens").is_some() || usage.get("output_tokens").is_some() {
+            return Some(self.anthropic_or_responses(usage));
+        }
+        None
     }
-    let thoughts = u(meta, &["thoughtsTokenCount"]);
-    let mut counts = TokenCounts::new(
-        u(meta, &["promptTokenCount"]),
-        u(meta, &["candidatesTokenCount"]) + thoughts,
-        u(meta, &["totalTokenCount"]),
-    );
-    counts.cached_input = u(meta, &["cachedContentTokenCount"]);
-    counts.reasoning = thoughts;
-    Some(counts)
+
+    fn openai_chat(&mut self, usage: &Value) -> TokenCounts {
+        let mut counts = TokenCounts::new(
+            self.u(usage, &["prompt_tokens"]),
+            self.u(usage, &["completion_tokens"]),
+            self.u(usage, &["total_tokens"]),
+        );
+        counts.cached_input = self.u(usage, &["prompt_tokens_details", "cached_tokens"]);
+        counts.reasoning = self.u(usage, &["completion_tokens_details", "reasoning_tokens"]);
+        counts
+    }
+
+    fn anthropic_or_responses(&mut self, usage: &Value) -> TokenCounts {
+        // Anthropic's input_tokens excludes cache reads and writes; the Responses API's includes them.
+        let cache_read = self.u(usage, &["cache_read_input_tokens"]);
+        let cache_creation = self.u(usage, &["cache_creation_input_tokens"]);
+        let input = self
+            .u(usage, &["input_tokens"])
+            .saturating_add(cache_read)
+            .saturating_add(cache_creation);
+        let mut counts = TokenCounts::new(
+            input,
+            self.u(usage, &["output_tokens"]),
+            self.u(usage, &["total_tokens"]),
+        );
+        counts.cached_input =
+            cache_read.max(self.u(usage, &["input_tokens_details", "cached_tokens"]));
+        counts.cache_creation = cache_creation;
+        counts.reasoning = self.u(usage, &["output_tokens_details", "reasoning_tokens"]);
+        counts
+    }
+
+    fn gemini(&mut self, meta: &Value) -> Option<TokenCounts> {
+        if !meta.is_object() {
+            return None;
+        }
+        let thoughts = self.u(meta, &["thoughtsTokenCount"]);
+        let mut counts = TokenCounts::new(
+            self.u(meta, &["promptTokenCount"]),
+            self.u(meta, &["candidatesTokenCount"])
+                .saturating_add(thoughts),
+            self.u(meta, &["totalTokenCount"]),
+        );
+        counts.cached_input = self.u(meta, &["cachedContentTokenCount"]);
+        counts.reasoning = thoughts;
+        Some(counts)
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +351,57 @@ mod tests {
             Reported::from_slice(br#"{"choices":[]}"#).unwrap(),
             Reported::default()
         );
+    }
+
+    #[test]
+    fn counts_that_are_not_counts_are_malformed() {
+        for bad in [
+            json!(9.5),
+            json!("9"),
+            json!(-9),
+            json!(10_000_000_000_000_000_000u64),
+            json!(true),
+        ] {
+            let c = TokenCounts::from_json(
+                &json!({"usage": {"prompt_tokens": bad, "completion_tokens": 2}}),
+            )
+            .unwrap();
+            assert!(c.malformed, "{bad}");
+            assert_eq!((c.input, c.output, c.total), (0, 2, 2), "{bad}");
+        }
+        let c =
+            TokenCounts::from_json(&json!({"usageMetadata": {"promptTokenCount": "3"}})).unwrap();
+        assert!(c.malformed);
+        let fine = TokenCounts::from_json(
+            &json!({"usage": {"prompt_tokens": MAX_COUNT, "completion_tokens": null}}),
+        )
+        .unwrap();
+        assert!(!fine.malformed);
+        assert_eq!(fine.total, MAX_COUNT);
+    }
+
+    #[test]
+    fn sums_saturate() {
+        let huge = json!({"usage": {"prompt_tokens": MAX_COUNT, "completion_tokens": MAX_COUNT,
+            "cache_read_input_tokens": MAX_COUNT}});
+        let c = TokenCounts::from_json(&huge).unwrap();
+        assert_eq!(c.total, 2 * MAX_COUNT);
+        let mut c = TokenCounts::new(u64::MAX, u64::MAX, 0);
+        assert_eq!(c.total, u64::MAX);
+        c.merge(&TokenCounts::new(u64::MAX, 1, 0));
+        assert_eq!(c.total, u64::MAX);
+        assert_eq!(c.to_openai().total_tokens, u64::MAX);
+        let anthropic = TokenCounts::from_json(&json!({"usage": {"input_tokens": MAX_COUNT,
+            "cache_read_input_tokens": MAX_COUNT, "cache_creation_input_tokens": MAX_COUNT, "output_tokens": MAX_COUNT}}))
+        .unwrap();
+        assert_eq!(anthropic.total, 4 * MAX_COUNT);
+    }
+
+    #[test]
+    fn malformed_reports_stay_malformed_when_merged() {
+        let mut c = TokenCounts::new(5, 1, 0);
+        c.merge(&TokenCounts::from_json(&json!({"usage": {"output_tokens": 2.5}})).unwrap());
+        assert!(c.malformed);
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub enum Reply {
     },
     /// The connection is closed without an answer.
     Hangup,
+    /// `reply`, headers included, after `delay`: a provider slow to start answering.
+    Held { delay: Duration, reply: Box<Reply> },
 }
 
 impl Reply {
@@ -312,8 +314,12 @@ async fn handle(
             .collect(),
         body,
     };
-    let reply = provider.handle(&recorded);
+    let mut reply = provider.handle(&recorded);
     log.push(recorded);
+    while let Reply::Held { delay, reply: held } = reply {
+        tokio::time::sleep(delay).await;
+        reply = *held;
+    }
     if let Reply::Hangup = reply {
         // A service error makes hyper close the connection without a response.
         return Err("the mock hangs up".into());
@@ -343,6 +349,7 @@ fn into_response(reply: Reply) -> Response<MockBody> {
             pieces,
         } => (status, headers, channel_body(pieces, true)),
         Reply::Hangup => unreachable!("answered by closing the connection"),
+        Reply::Held { .. } => unreachable!("waited for before answering"),
     };
     let mut response = Response::builder().status(status);
     for (name, value) in headers {

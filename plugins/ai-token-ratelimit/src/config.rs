@@ -2,6 +2,7 @@
 //! of Higress's ai-token-ratelimit: `rule_name` with `rule_items` or `global_threshold`, plus the
 //! windows, request rates and concurrency limits Higress lacks.
 
+use crate::charge::AbortCharge;
 use crate::ipnet::IpNet;
 use crate::window::{Kind, Window, PERIODS};
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
@@ -30,6 +31,21 @@ pub struct Config {
     pub lease_seconds: u64,
     /// Some rule limits by the connection's peer address (read only then).
     pub reads_peer: bool,
+    /// Some rule limits by consumer.
+    pub reads_consumer: bool,
+    pub anonymous_consumers: AnonymousConsumers,
+    pub abort_before_response: AbortCharge,
+}
+
+/// What consumer rules do with a request whose consumer header is missing, empty or blank.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnonymousConsumers {
+    /// Such requests share the quota of one consumer, [`aigw_shared::consumer::ANONYMOUS`].
+    #[default]
+    Share,
+    /// Such requests are refused with a 401.
+    Deny,
 }
 
 #[derive(Debug)]
@@ -126,6 +142,10 @@ struct RawConfig {
     log_key: String,
     #[serde(default = "default_lease_seconds")]
     lease_seconds: u64,
+    #[serde(default)]
+    anonymous_consumers: AnonymousConsumers,
+    #[serde(default)]
+    abort_before_response: AbortCharge,
 }
 
 #[derive(Deserialize)]
@@ -259,13 +279,20 @@ impl Config {
                 RedisConfig::parse(redis).map_err(|e| e.under("redis"))?,
             )),
         };
-        let reads_peer = rules.iter().any(|rule| match &rule.scope {
-            Scope::Items(items) => items.iter().any(|item| item.source == Source::Ip(None)),
-            Scope::Global(_) => false,
-        });
+        let reads = |source: &Source| {
+            rules.iter().any(|rule| match &rule.scope {
+                Scope::Items(items) => items.iter().any(|item| item.source == *source),
+                Scope::Global(_) => false,
+            })
+        };
+        let reads_peer = reads(&Source::Ip(None));
+        let reads_consumer = reads(&Source::Consumer);
         Ok(Config {
             rules,
             reads_peer,
+            reads_consumer,
+            anonymous_consumers: raw.anonymous_consumers,
+            abort_before_response: raw.abort_before_response,
             consumer_header: raw.consumer_header.trim().to_ascii_lowercase(),
             rejected_code: raw.rejected_code,
             rejected_msg: raw.rejected_msg,
@@ -632,6 +659,26 @@ mod tests {
         assert_eq!(redis.timeout, Duration::from_millis(50));
         assert_eq!(redis.authorization.as_deref(), Some("Basic dTpw"));
         assert_eq!(c.failure_policy, FailurePolicy::Closed);
+    }
+
+    #[test]
+    fn anonymous_consumers_and_early_aborts() {
+        let by_consumer = json!({"rule_name": "r", "rule_items": [{"limit_by_per_consumer": "", "limit_keys": [{"key": "*", "token_per_day": 1}]}]});
+        let c = parse(by_consumer.clone()).unwrap();
+        assert!(c.reads_consumer && !c.reads_peer);
+        assert_eq!(c.anonymous_consumers, AnonymousConsumers::Share);
+        assert_eq!(c.abort_before_response, AbortCharge::Reservation);
+        let mut strict = by_consumer;
+        strict["anonymous_consumers"] = json!("deny");
+        strict["abort_before_response"] = json!("prompt");
+        let c = parse(strict.clone()).unwrap();
+        assert_eq!(c.anonymous_consumers, AnonymousConsumers::Deny);
+        assert_eq!(c.abort_before_response, AbortCharge::Prompt);
+        strict["anonymous_consumers"] = json!("allow");
+        assert!(error(strict).starts_with("anonymous_consumers: unknown variant `allow`"));
+        let global =
+            parse(json!({"rule_name": "r", "global_threshold": {"token_per_day": 1}})).unwrap();
+        assert!(!global.reads_consumer);
     }
 
     #[test]

@@ -113,7 +113,8 @@ impl Held {
     /// difference in the window reserved in while it lasts; once it is over, only an excess,
     /// in the window of `now_ms` (an expired reservation cannot be refunded).
     pub fn settle(&self, spent: u64, now_ms: u64) -> Vec<Adjustment> {
-        let delta = spent as i64 - self.tokens as i64;
+        let signed = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
+        let delta = signed(spent).saturating_sub(signed(self.tokens));
         self.windows
             .iter()
             .filter_map(|(id, window, start)| {
@@ -197,6 +198,17 @@ mod tests {
             h.settle(100, now).is_empty(),
             "exact estimate: nothing to do"
         );
+    }
+
+    #[test]
+    fn charges_beyond_i64_do_not_wrap() {
+        let h = held(120_000);
+        assert_eq!(h.settle(u64::MAX, 120_000)[0].delta, i64::MAX - 100);
+        let huge = Held {
+            tokens: u64::MAX,
+            ..h
+        };
+        assert_eq!(huge.settle(0, 120_000)[0].delta, -i64::MAX);
     }
 
     #[test]

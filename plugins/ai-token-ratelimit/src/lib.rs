@@ -1,18 +1,17 @@
 //! ai-token-ratelimit: token, request and concurrency quotas for LLM traffic that cannot be
 //! overshot. A request reserves its estimated tokens in every window of every matching limit
 //! before it is sent (all or nothing) and the reservation is settled with the usage the
-//! provider reports when the response ends. Counters live in Envoy shared data (one Envoy) or
+//! provider reports when Envoy ends the stream. Counters live in Envoy shared data (one Envoy) or
 //! in Redis through Webdis (every Envoy sharing it).
 //!
 //! This file only moves values between Envoy and the pure modules.
 
+pub mod charge;
 pub mod config;
-pub mod estimate;
 pub mod ipnet;
 pub mod ledger;
 pub mod local;
 pub mod matcher;
-pub mod output;
 pub mod redis;
 pub mod reply;
 pub mod window;
@@ -20,16 +19,16 @@ pub mod window;
 use aigw_shared::body::{is_event_stream, is_json};
 use aigw_shared::callout::FailurePolicy;
 use aigw_shared::error::{ApiError, ClientApi};
+use aigw_shared::estimate::{Estimate, StreamedText};
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::meter::ResponseMeter;
 use aigw_shared::metrics::series_prefix;
 use aigw_shared::rules::RuleSet;
 use aigw_shared::webdis;
+use charge::{charge, Ending};
 use config::{Config, RedisConfig, Store};
-use estimate::{charge, Ending, Estimate};
 use ledger::{Ask, Held, Lease, Limited, Verdict, WindowState};
-use matcher::{matching, Matched, RequestFacts};
-use output::StreamedText;
+use matcher::{matching, refuses_anonymous, Matched, RequestFacts};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -269,7 +268,10 @@ struct Admission {
     states: Vec<WindowState>,
     estimate: Estimate,
     status: Option<u16>,
+    /// The response's last byte passed (the client did not leave first).
+    complete: bool,
     usage: Option<ResponseMeter>,
+    /// The text of a streamed answer, for when its usage is missing or the client leaves.
     text: Option<StreamedText>,
 }
 
@@ -317,6 +319,11 @@ impl HttpContext for LimitStream {
             headers: &headers,
             remote_addr: peer.as_deref(),
         };
+        if refuses_anonymous(&config, &facts) {
+            set_log(&config, json!({"decision": "no_consumer"}));
+            send_error(&reply::consumer_required(&config.consumer_header));
+            return Action::Pause;
+        }
         let limits = matching(&config, &facts);
         if limits.is_empty() {
             return Action::Continue;
@@ -395,13 +402,11 @@ impl HttpContext for LimitStream {
                 content_type,
                 admission.config.max_body_bytes,
             ));
-            if is_event_stream(content_type) && !admission.estimate.stream_reports_usage {
+            if is_event_stream(content_type) {
                 admission.text = Some(StreamedText::default());
             }
         }
-        if end_of_stream {
-            self.finish();
-        }
+        admission.complete = end_of_stream;
         Action::Continue
     }
 
@@ -418,9 +423,7 @@ impl HttpContext for LimitStream {
                 }
             }
         }
-        if end_of_stream {
-            self.finish();
-        }
+        admission.complete = end_of_stream;
         Action::Continue
     }
 
@@ -437,6 +440,8 @@ impl HttpContext for LimitStream {
             self.state = State::Idle;
             return;
         }
+        // Envoy ends the stream here, whether the response ended or the client left: the
+        // one place a request is settled and its concurrency slots are given back.
         self.finish();
     }
 }
@@ -520,6 +525,7 @@ impl LimitStream {
             states,
             estimate: decision.estimate,
             status: None,
+            complete: false,
             usage: None,
             text: None,
         }));
@@ -532,12 +538,12 @@ impl LimitStream {
             return;
         };
         let ending = Ending {
+            // Without a response, whether the provider got the request: Envoy picked a host.
+            forwarded: admission.status.is_some()
+                || host::property_string(&["upstream", "address"]).is_some(),
             status: admission.status,
-            reported: admission
-                .usage
-                .as_mut()
-                .and_then(ResponseMeter::finish)
-                .map(|u| u.total),
+            complete: admission.complete,
+            reported: admission.usage.as_mut().and_then(ResponseMeter::finish),
             streamed_output: admission.text.as_mut().map(StreamedText::finish),
         };
         let Some(held) = &admission.held else {
@@ -548,7 +554,11 @@ impl LimitStream {
         let spent = if held.windows.is_empty() {
             0
         } else {
-            charge(&admission.estimate, &ending)
+            charge(
+                &admission.estimate,
+                &ending,
+                admission.config.abort_before_response,
+            )
         };
         let adjustments = held.settle(spent, now_ms);
         let mut shared = self.shared.borrow_mut();

@@ -1,8 +1,9 @@
 //! Which limits apply to a request: for each rule, the first item whose source value matches
 //! one of its keys (in order), and the counter that value names.
 
-use crate::config::{Config, Limits, Scope, Source};
+use crate::config::{AnonymousConsumers, Config, Limits, Scope, Source};
 use crate::ipnet::client_ip;
+use aigw_shared::consumer;
 
 /// What a request offers to match on, read once.
 #[derive(Debug, Default)]
@@ -36,7 +37,10 @@ impl RequestFacts<'_> {
     fn value(&self, source: &Source, consumer_header: &str) -> Option<String> {
         let value = match source {
             Source::Header(name) => self.header(name).map(str::to_string),
-            Source::Consumer => self.header(consumer_header).map(str::to_string),
+            // Requests naming no consumer share one key instead of escaping consumer limits.
+            Source::Consumer => {
+                Some(consumer::or_anonymous(self.header(consumer_header)).to_string())
+            }
             Source::Param(name) => query_param(self.header(":path")?, name),
             Source::Cookie(name) => cookie(self.header("cookie")?, name).map(str::to_string),
             Source::Ip(header) => {
@@ -49,6 +53,13 @@ impl RequestFacts<'_> {
         };
         value.filter(|v| !v.is_empty())
     }
+}
+
+/// Consumer rules refuse requests that name no consumer (`anonymous_consumers: deny`).
+pub fn refuses_anonymous(config: &Config, facts: &RequestFacts) -> bool {
+    config.anonymous_consumers == AnonymousConsumers::Deny
+        && config.reads_consumer
+        && consumer::named(facts.header(&config.consumer_header)).is_none()
 }
 
 /// The limits of every rule that applies to the request.
@@ -195,7 +206,58 @@ mod tests {
             ids(&c, &[("x-mse-consumer", "bob")], None),
             ["r/consumer/bob"]
         );
-        assert!(ids(&c, &[], None).is_empty(), "no consumer, no limit");
+    }
+
+    #[test]
+    fn requests_naming_no_consumer_share_the_anonymous_key_or_are_refused() {
+        let mut rule = json!({"rule_name": "r", "rule_items": [
+            {"limit_by_per_consumer": "", "limit_keys": [{"key": "*", "token_per_minute": 1000}]}]});
+        let share = config(rule.clone());
+        rule["anonymous_consumers"] = json!("deny");
+        let deny = config(rule);
+        for anonymous in [
+            &[][..],
+            &[("x-mse-consumer", "")],
+            &[("x-mse-consumer", " \t ")],
+        ] {
+            assert_eq!(
+                ids(&share, anonymous, None),
+                ["r/consumer/anonymous"],
+                "{anonymous:?}"
+            );
+            let headers = headers(anonymous);
+            let facts = RequestFacts {
+                headers: &headers,
+                remote_addr: None,
+            };
+            assert!(!refuses_anonymous(&share, &facts));
+            assert!(refuses_anonymous(&deny, &facts), "{anonymous:?}");
+        }
+        let headers = headers(&[("x-mse-consumer", " bob ")]);
+        let facts = RequestFacts {
+            headers: &headers,
+            remote_addr: None,
+        };
+        assert!(!refuses_anonymous(&deny, &facts));
+        assert_eq!(
+            ids(&share, &[("x-mse-consumer", " bob ")], None),
+            ["r/consumer/bob"]
+        );
+
+        // Exact keys limit the anonymous key only when they name it.
+        let exact = config(
+            json!({"rule_name": "r", "rule_items": [{"limit_by_consumer": "", "limit_keys": [
+            {"key": "alice", "token_per_minute": 10}]}], "anonymous_consumers": "deny"}),
+        );
+        assert!(ids(&exact, &[], None).is_empty());
+        let global = config(
+            json!({"rule_name": "g", "global_threshold": {"token_per_minute": 1}, "anonymous_consumers": "deny"}),
+        );
+        let facts = RequestFacts::default();
+        assert!(
+            !refuses_anonymous(&global, &facts),
+            "no consumer rule, nothing to refuse"
+        );
     }
 
     #[test]

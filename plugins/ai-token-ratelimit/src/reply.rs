@@ -1,6 +1,6 @@
 //! What clients see: OpenAI's `x-ratelimit-*` headers on every response, and the 429 (or the
 //! configured status) with an OpenAI error, `retry-after` and Higress's `x-tokenratelimit-reset`
-//! when a quota refuses.
+//! when a quota refuses; the 401 when a request must name a consumer and does not.
 
 use crate::ledger::{tightest, Limited, WindowState};
 use crate::window::{ceil_secs, format_duration, Kind};
@@ -36,6 +36,16 @@ pub fn quota_headers(states: &[WindowState], now_ms: u64) -> Headers {
         }
     }
     headers
+}
+
+/// The 401 for a request naming no consumer where consumers must be named.
+pub fn consumer_required(consumer_header: &str) -> ApiError {
+    ApiError::new(
+        401,
+        "invalid_request_error",
+        format!("This API needs a consumer: the {consumer_header} header names none."),
+    )
+    .with_code("consumer_required")
 }
 
 /// The answer to a refused request.
@@ -107,6 +117,22 @@ mod tests {
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_missing_consumer_is_a_401_in_either_api() {
+        let err = consumer_required("x-mse-consumer");
+        assert_eq!(err.status, 401);
+        let openai = err.to_openai_json();
+        assert_eq!(openai["error"]["code"], "consumer_required");
+        assert!(openai["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-mse-consumer"));
+        assert_eq!(
+            err.to_anthropic_json()["error"]["type"],
+            "authentication_error"
+        );
     }
 
     #[test]

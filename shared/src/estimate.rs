@@ -1,10 +1,13 @@
-//! How many tokens a request may spend, known before it is sent: its prompt, estimated from the
-//! text at about four characters a token (one per character for scripts that do not use ASCII)
-//! plus each message's framing, and its output cap. And what it did spend, once it is over.
+//! The one token estimator of the gateway: a request's prompt, estimated from its text at about
+//! four characters a token (one per character for scripts that do not use ASCII) plus each
+//! message's framing, and its output cap; and the output of a `chat.completion.chunk` stream,
+//! from the text it streamed, for answers whose usage is unknown.
 
-use aigw_shared::error::ApiError;
+use crate::error::ApiError;
+use crate::sse::Decoder;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Tokens OpenAI charges around each message, and to prime the reply.
 const PER_MESSAGE: u64 = 4;
@@ -17,8 +20,6 @@ pub struct Estimate {
     pub prompt: u64,
     /// The output cap: `max_completion_tokens`, `max_tokens` or the configured default, times `n`.
     pub output: u64,
-    /// The client asked for usage at the end of a stream (`stream_options.include_usage`).
-    pub stream_reports_usage: bool,
 }
 
 impl Estimate {
@@ -39,40 +40,32 @@ impl Estimate {
             prompt: Option<Value>,
             tools: Option<Value>,
             functions: Option<Value>,
-            stream_options: Option<StreamOptions>,
-        }
-        #[derive(Deserialize)]
-        struct StreamOptions {
-            include_usage: Option<bool>,
         }
         #[derive(Deserialize)]
         struct Message {
             content: Option<Value>,
             tool_calls: Option<Value>,
         }
-        let fields: Fields = aigw_shared::json::parse(body).map_err(|e| {
+        let fields: Fields = crate::json::parse(body).map_err(|e| {
             let param = (!e.path.is_empty()).then_some(e.path.as_str());
             ApiError::invalid_request(param, format!("request body: {e}"))
         })?;
-        let mut prompt = 0;
+        let mut prompt: u64 = 0;
         if let Some(messages) = &fields.messages {
-            prompt += PRIMING;
+            prompt = PRIMING;
             for m in messages {
-                prompt += PER_MESSAGE
-                    + m.content.as_ref().map_or(0, content_tokens)
-                    + m.tool_calls.as_ref().map_or(0, json_tokens);
+                prompt = prompt
+                    .saturating_add(PER_MESSAGE)
+                    .saturating_add(m.content.as_ref().map_or(0, content_tokens))
+                    .saturating_add(m.tool_calls.as_ref().map_or(0, json_tokens));
             }
         }
-        prompt += [&fields.input, &fields.prompt]
-            .into_iter()
-            .flatten()
-            .map(content_tokens)
-            .sum::<u64>();
-        prompt += [&fields.tools, &fields.functions]
-            .into_iter()
-            .flatten()
-            .map(json_tokens)
-            .sum::<u64>();
+        for content in [&fields.input, &fields.prompt].into_iter().flatten() {
+            prompt = prompt.saturating_add(content_tokens(content));
+        }
+        for structured in [&fields.tools, &fields.functions].into_iter().flatten() {
+            prompt = prompt.saturating_add(json_tokens(structured));
+        }
         let cap = fields
             .max_completion_tokens
             .or(fields.max_tokens)
@@ -80,10 +73,6 @@ impl Estimate {
         Ok(Estimate {
             prompt,
             output: cap.saturating_mul(fields.n.unwrap_or(1).max(1)),
-            stream_reports_usage: fields
-                .stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
         })
     }
 
@@ -92,7 +81,6 @@ impl Estimate {
         Estimate {
             prompt: (bytes as u64).div_ceil(4),
             output: default_max_tokens,
-            stream_reports_usage: false,
         }
     }
 }
@@ -109,7 +97,9 @@ fn content_tokens(value: &Value) -> u64 {
     match value {
         Value::String(s) => text_tokens(s),
         Value::Number(_) => 1,
-        Value::Array(items) => items.iter().map(content_tokens).sum(),
+        Value::Array(items) => items
+            .iter()
+            .fold(0, |sum, item| sum.saturating_add(content_tokens(item))),
         Value::Object(part) => match part.get("text") {
             Some(Value::String(s)) => text_tokens(s),
             _ => PER_IMAGE,
@@ -123,38 +113,97 @@ fn json_tokens(value: &Value) -> u64 {
     serde_json::to_string(value).map_or(0, |s| text_tokens(&s))
 }
 
-/// How a finished request ended, as far as the plugin saw it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ending {
-    /// Response status; `None` if no response came (the client went away first).
-    pub status: Option<u16>,
-    /// Total tokens the provider reported.
-    pub reported: Option<u64>,
-    /// Output tokens estimated from streamed text, when the stream was read.
-    pub streamed_output: Option<u64>,
+/// Output tokens of a `chat.completion.chunk` stream, from the text of its deltas.
+#[derive(Default)]
+pub struct StreamedText {
+    decoder: Decoder,
+    tokens: u64,
 }
 
-/// The tokens to charge for a request that reserved `reserved`: what the provider reported;
-/// nothing when it answered with an error or not at all; otherwise the prompt estimate plus
-/// the output seen, and when even that is unknown, the reservation.
-pub fn charge(reserved: &Estimate, ending: &Ending) -> u64 {
-    if let Some(total) = ending.reported {
-        return total;
+// Every stream is read for its text, so the texts are borrowed from the event where they can be.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl StreamedText {
+    pub fn observe(&mut self, chunk: &[u8]) {
+        let mut tokens = 0;
+        self.decoder
+            .push_with(chunk, |event| tokens += event_tokens(&event.data));
+        self.tokens = self.tokens.saturating_add(tokens);
     }
-    match ending.status {
-        None => 0,
-        Some(status) if status >= 400 => 0,
-        Some(_) => match ending.streamed_output {
-            Some(output) => reserved.prompt + output,
-            None => reserved.total(),
-        },
+
+    /// Output tokens of the stream so far, the last event included even without its blank line.
+    pub fn finish(&mut self) -> u64 {
+        if let Some(event) = self.decoder.finish() {
+            self.tokens = self.tokens.saturating_add(event_tokens(&event.data));
+        }
+        self.tokens
     }
+}
+
+fn event_tokens(data: &str) -> u64 {
+    let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+        return 0;
+    };
+    let text = |s: &Option<Cow<str>>| s.as_deref().map_or(0, text_tokens);
+    chunk
+        .choices
+        .iter()
+        .filter_map(|c| c.delta.as_ref())
+        .map(|d| {
+            let tools: u64 = d
+                .tool_calls
+                .iter()
+                .flatten()
+                .filter_map(|t| t.function.as_ref())
+                .map(|f| text(&f.name) + text(&f.arguments))
+                .sum();
+            text(&d.content) + text(&d.reasoning_content) + text(&d.refusal) + tools
+        })
+        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn estimate(body: Value) -> Estimate {
         Estimate::from_body(body.to_string().as_bytes(), 1000).unwrap()
@@ -206,41 +255,32 @@ mod tests {
     }
 
     #[test]
-    fn charges() {
-        let reserved = Estimate {
-            prompt: 10,
-            output: 100,
-            ..Estimate::default()
-        };
-        let ok = |reported, streamed_output| Ending {
-            status: Some(200),
-            reported,
-            streamed_output,
-        };
-        assert_eq!(charge(&reserved, &ok(Some(42), Some(5))), 42, "usage wins");
-        assert_eq!(
-            charge(&reserved, &ok(None, Some(5))),
-            15,
-            "prompt estimate + streamed text"
+    fn escaped_streamed_text_counts_as_its_text() {
+        let mut text = StreamedText::default();
+        text.observe(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"\\u4f60\\\"ab\\nc\"}}]}\n\n".as_bytes(),
         );
         assert_eq!(
-            charge(&reserved, &ok(None, None)),
-            110,
-            "nothing known: the reservation"
+            text.finish(),
+            1 + 2,
+            "one CJK character, then five ASCII characters"
         );
-        let failed = Ending {
-            status: Some(503),
-            ..Ending::default()
-        };
-        assert_eq!(
-            charge(&reserved, &failed),
-            0,
-            "provider errors cost nothing"
+    }
+
+    #[test]
+    fn counts_streamed_text_at_any_split() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hello there\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n"
         );
-        assert_eq!(
-            charge(&reserved, &Ending::default()),
-            0,
-            "no response: released"
-        );
+        for cut in 0..=stream.len() {
+            let mut text = StreamedText::default();
+            text.observe(&stream.as_bytes()[..cut]);
+            text.observe(&stream.as_bytes()[cut..]);
+            assert_eq!(text.finish(), 3 + 2, "cut {cut}");
+        }
     }
 }
