@@ -84,7 +84,14 @@ impl ResponseMeter {
         match &mut self.reader {
             Reader::Stream(decoder) => {
                 let mut events = Vec::new();
+                let dropped = decoder.dropped_events();
                 decoder.push_with(chunk, |e| events.push(e));
+                if decoder.dropped_events() > dropped {
+                    log::warn!(
+                        "a stream event over {} bytes was skipped: its usage is not read",
+                        crate::sse::DEFAULT_MAX_EVENT_BYTES
+                    );
+                }
                 for event in events {
                     self.on_event(&event);
                 }
