@@ -21,6 +21,7 @@ pub mod embeddings;
 pub mod faulty;
 pub mod gemini;
 pub mod guard_model;
+pub mod hostile;
 pub mod knobs;
 pub mod moderation;
 pub mod ollama;

@@ -11,11 +11,14 @@
 
 use crate::keys::KeyRing;
 use crate::mapping::ModelMapping;
+use crate::passthrough::PassthroughPath;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
 use crate::translate::canonical::path_model;
 use crate::vertex_auth::ServiceAccount;
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::error::ApiError;
+use aigw_shared::headers::HeaderAllowList;
+use aigw_shared::redact::Secrets;
 use aigw_shared::rules::{parse_object, ConfigError};
 use aigw_shared::sign::AwsCredentials;
 use serde::Deserialize;
@@ -32,6 +35,10 @@ pub struct Config {
     /// Endpoint metadata namespace naming each attempt's provider (`provider`) and model (`model`).
     pub metadata_namespace: String,
     pub max_request_bytes: usize,
+    /// APIs passed to the provider untranslated (`passthroughPaths`); all others are refused.
+    pub passthrough: Vec<PassthroughPath>,
+    /// Client request headers the provider receives (`forwardHeaders` adds to the defaults).
+    pub forward_headers: HeaderAllowList,
 }
 
 #[derive(Debug)]
@@ -64,6 +71,8 @@ pub struct Provider {
     pub bedrock_fields: Map<String, Value>,
     /// Vertex AI: where to call, and how to get an access token.
     pub vertex: Option<VertexSettings>,
+    /// Everything secret in this provider's config, masked in whatever the provider says back.
+    pub secrets: Secrets,
 }
 
 #[derive(Debug)]
@@ -105,6 +114,10 @@ struct RawConfig {
     models: Vec<String>,
     metadata_namespace: Option<String>,
     max_request_bytes: Option<usize>,
+    #[serde(default)]
+    passthrough_paths: Vec<String>,
+    #[serde(default)]
+    forward_headers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,7 +213,23 @@ impl Config {
             models: raw.models,
             metadata_namespace: raw.metadata_namespace.unwrap_or_else(|| "aigw".into()),
             max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+            passthrough: raw
+                .passthrough_paths
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    PassthroughPath::parse(entry)
+                        .map_err(|e| ConfigError::new(format!("passthroughPaths[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?,
+            forward_headers: HeaderAllowList::new(&raw.forward_headers)
+                .map_err(|e| ConfigError::new("forwardHeaders", e))?,
         })
+    }
+
+    /// Does `passthroughPaths` let `method path` through to the provider?
+    pub fn passes_through(&self, method: &str, path: &str) -> bool {
+        self.passthrough.iter().any(|p| p.matches(method, path))
     }
 
     pub fn provider(&self, id: &str) -> Option<&Rc<Provider>> {
@@ -343,6 +372,18 @@ impl Provider {
             })?,
             thinking_budget: raw.gemini_thinking_budget,
         };
+        let secrets = Secrets::new(
+            raw.api_tokens
+                .iter()
+                .chain(&raw.aws_secret_key)
+                .chain(&raw.aws_session_token)
+                .map(String::as_str)
+                .chain(vertex.iter().filter_map(|v| {
+                    v.service_account
+                        .as_ref()
+                        .map(|a| a.private_key_id.as_str())
+                })),
+        );
         Ok(Provider {
             id: raw.id.unwrap_or_else(|| kind.name.to_string()),
             kind,
@@ -362,6 +403,7 @@ impl Provider {
             aws,
             bedrock_fields: raw.bedrock_additional_fields,
             vertex,
+            secrets,
         })
     }
 

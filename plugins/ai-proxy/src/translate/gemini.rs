@@ -13,7 +13,7 @@
 //! API accepts), so clients hand it back without knowing.
 
 use super::canonical::{self, Answer, ChunkWriter, Completion, ResponseBody};
-use super::{Plan, ProviderAdapter, ResponseStage};
+use super::{errors, Plan, ProviderAdapter, ResponseStage};
 use crate::config::{GeminiSettings, Provider};
 use aigw_shared::body::is_event_stream;
 use aigw_shared::error::ApiError;
@@ -98,7 +98,10 @@ impl ResponseStage for Gemini {
             return;
         }
         for event in super::json_events(&mut self.decoder, input, end) {
-            self.on_event(&event, out);
+            match event {
+                Ok(event) => self.on_event(&event, out),
+                Err(_) => self.writer.error(out, "server_error", errors::UNREADABLE),
+            }
         }
         if end {
             self.writer.end_of_body(out);

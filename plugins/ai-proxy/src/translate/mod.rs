@@ -44,7 +44,9 @@ pub enum Api {
     Embeddings,
     /// OpenAI `GET …/models`.
     Models,
-    /// Anything else: passed through.
+    /// OpenAI `GET …/models/{id}`.
+    Model,
+    /// Anything else: refused, or passed through when `passthroughPaths` lists it.
     Other,
 }
 
@@ -56,9 +58,18 @@ impl Api {
             "POST" if path.ends_with("/v1/messages") => Api::Messages,
             "POST" if path.ends_with("/embeddings") => Api::Embeddings,
             "GET" if path.ends_with("/models") => Api::Models,
+            "GET" if model_of(path).is_some() => Api::Model,
             _ => Api::Other,
         }
     }
+}
+
+/// The model id of `GET …/models/{id}` (the query left out).
+pub fn model_of(path: &str) -> Option<&str> {
+    let path = path.split('?').next().unwrap_or("");
+    path.rsplit_once("/models/")
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
 }
 
 /// The complete events of the next piece of an SSE body; at the end, also an event the stream
@@ -76,17 +87,24 @@ pub fn events(
     events
 }
 
-/// The JSON payloads of the complete events of the next piece of an SSE body (events that are
-/// not JSON, such as `[DONE]`, are skipped).
+/// The JSON payloads of the complete events of the next piece of an SSE body (`[DONE]` and
+/// events without data are skipped). An event whose data is not JSON (a lone surrogate escape,
+/// invalid UTF-8) is an [`Unreadable`]: the translator ends the stream with an error rather
+/// than drop a piece of the answer without a word.
 pub fn json_events(
     decoder: &mut aigw_shared::sse::Decoder,
     input: &[u8],
     end: bool,
-) -> impl Iterator<Item = serde_json::Value> {
+) -> impl Iterator<Item = Result<serde_json::Value, Unreadable>> {
     events(decoder, input, end)
         .into_iter()
-        .filter_map(|event| serde_json::from_str(&event.data).ok())
+        .filter(|event| !event.is_done() && !event.data.trim().is_empty())
+        .map(|event| serde_json::from_str(&event.data).map_err(|_| Unreadable))
 }
+
+/// A provider event or body that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
 
 /// The canonical path for a Messages request: `…/v1/messages` becomes `…/v1/chat/completions`,
 /// keeping any prefix (routes often match on one) and dropping Anthropic's query (`?beta=true`).
@@ -369,6 +387,10 @@ mod tests {
         assert_eq!(Api::of("POST", "/v1/messages"), Api::Messages);
         assert_eq!(Api::of("POST", "/v1/embeddings"), Api::Embeddings);
         assert_eq!(Api::of("GET", "/v1/models"), Api::Models);
+        assert_eq!(Api::of("GET", "/v1/models/gpt-4o?x=1"), Api::Model);
+        assert_eq!(model_of("/team/v1/models/org/model-a"), Some("org/model-a"));
+        assert_eq!(Api::of("GET", "/v1/models/"), Api::Other);
+        assert_eq!(Api::of("DELETE", "/v1/models/ft:gpt-4o:me"), Api::Other);
         assert_eq!(Api::of("GET", "/v1/chat/completions"), Api::Other);
         assert_eq!(Api::of("POST", "/v1/responses"), Api::Other);
     }
