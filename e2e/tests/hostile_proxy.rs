@@ -323,6 +323,10 @@ fn an_anthropic_client_keeps_its_api_across_upstream_retries() {
     let body = reply.json();
     assert_eq!(body["type"], "message", "{body}");
     assert_eq!(body["content"][0]["text"], ANSWER);
+    assert!(
+        envoy.stat("cluster.llm.upstream_rq_retry") >= 1,
+        "the answer came from a retry"
+    );
     let seen = mock.requests.last().unwrap();
     assert_eq!(seen.path, "/v1/chat/completions");
     assert_eq!(
