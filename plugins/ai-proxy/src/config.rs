@@ -587,6 +587,27 @@ mod tests {
     }
 
     #[test]
+    fn passthrough_paths_forward_headers_and_secrets() {
+        let c = config(json!({"passthroughPaths": ["GET /v1/files*"], "forwardHeaders": ["x-team-*"],
+            "provider": {"type": "bedrock", "awsRegion": "us-east-1", "awsAccessKey": "AKIA0123456789",
+                         "awsSecretKey": "secret/key+0123456789", "awsSessionToken": "session-token-0123"}}))
+        .unwrap();
+        assert!(c.passes_through("GET", "/v1/files/f1"));
+        assert!(!c.passes_through("POST", "/v1/files"));
+        assert!(c.forward_headers.allows("x-team-a"));
+        let secrets = &c.active.as_ref().unwrap().secrets;
+        let masked = secrets.masked("secret/key+0123456789 and session-token-0123");
+        assert!(
+            !masked.contains("secret/key") && !masked.contains("session-token"),
+            "{masked}"
+        );
+        let err = config(json!({"passthroughPaths": ["/v1/files"]})).unwrap_err();
+        assert_eq!(err.path, "passthroughPaths[0]");
+        let err = config(json!({"forwardHeaders": ["bad header"]})).unwrap_err();
+        assert_eq!(err.path, "forwardHeaders");
+    }
+
+    #[test]
     fn single_provider_is_active() {
         let c = config(json!({"provider": {"type": "openai", "apiTokens": ["sk-1"]}})).unwrap();
         let p = c.active.as_ref().unwrap();

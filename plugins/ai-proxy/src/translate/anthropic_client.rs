@@ -782,4 +782,55 @@ mod tests {
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
         );
     }
+
+    fn whole(status: u16, body: &[u8]) -> Value {
+        let mut client = AnthropicClient::default();
+        client.plan(status, "application/json");
+        let mut out = Vec::new();
+        client.translate(body, true, &mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn an_error_sent_with_status_200_is_an_anthropic_error() {
+        let e = whole(
+            200,
+            br#"{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}"#,
+        );
+        assert_eq!(
+            e,
+            json!({"type": "error", "error": {"type": "api_error", "message": "Incorrect API key"}})
+        );
+    }
+
+    #[test]
+    fn answers_that_do_not_parse_are_errors_without_the_provider_bytes() {
+        for body in [
+            &br#"{"choices":[{"message":{"content":"\ud83d secret"}}]}"#[..],
+            b"{\"choices\":[{\"message\":{\"content\":\"\xff secret\"}}]}",
+        ] {
+            let e = whole(200, body);
+            assert_eq!(e["type"], "error");
+            assert_eq!(e["error"]["type"], "api_error");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        let stream = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+                      data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud83d secret\"}}]}\n\n\
+                      data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                      data: [DONE]\n\n";
+        let out = same_at_every_split(
+            AnthropicClient::default,
+            200,
+            "text/event-stream",
+            stream.as_bytes(),
+        );
+        let events = events(&out);
+        let (kind, data) = events.last().unwrap();
+        assert_eq!(kind, "error", "{events:?}");
+        assert_eq!(data["error"]["message"], errors::UNREADABLE);
+        assert!(
+            !events.iter().any(|(k, _)| k == "message_stop"),
+            "{events:?}"
+        );
+    }
 }

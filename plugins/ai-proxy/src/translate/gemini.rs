@@ -488,6 +488,27 @@ mod tests {
         Gemini::at("/v1beta/models".into(), settings(), 9)
     }
 
+    #[test]
+    fn answers_that_do_not_parse_are_errors_without_the_provider_bytes() {
+        let unreadable = r#"{"candidates":[{"content":{"parts":[{"text":"\ud83d secret"}]}}]}"#;
+        let stream = format!("data: {unreadable}\n\n");
+        let out = same_at_every_split(adapter, 200, "text/event-stream", stream.as_bytes());
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(errors::UNREADABLE) && !out.contains("secret"),
+            "{out}"
+        );
+        let mut gemini = adapter();
+        gemini.plan(200, "application/json");
+        let mut out = Vec::new();
+        gemini.translate(unreadable.as_bytes(), true, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(errors::UNREADABLE) && !out.contains("secret"),
+            "{out}"
+        );
+    }
+
     fn translate_request(body: Value) -> Value {
         let request: ChatRequest = serde_json::from_value(body).unwrap();
         generate_content_request(request, &settings()).unwrap()
