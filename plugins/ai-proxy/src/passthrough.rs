@@ -4,6 +4,7 @@
 //! Operators who want some other API reach the provider list it in `passthroughPaths`: those
 //! requests go to the provider with its key, neither translated, metered nor checked.
 
+use crate::translate::without_query;
 use aigw_shared::error::{ApiError, ClientApi};
 
 /// One `passthroughPaths` entry, written `"METHOD /path"`: `METHOD` is a method name or `*`
@@ -52,7 +53,7 @@ impl PassthroughPath {
     /// Does this entry let `method path` through? A path that could mean another one to the
     /// provider (dot segments, encoded slashes or dots) never matches a prefix entry.
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        let path = path.split('?').next().unwrap_or("");
+        let path = without_query(path);
         if self.method.as_deref().is_some_and(|m| m != method) {
             return false;
         }
@@ -74,7 +75,7 @@ fn is_ambiguous(path: &str) -> bool {
 
 /// Which error shape a client of `path` reads: Anthropic's for the Messages family.
 pub fn client_api_of(path: &str) -> ClientApi {
-    let path = path.split('?').next().unwrap_or("");
+    let path = without_query(path);
     if path.ends_with("/v1/messages") || path.contains("/v1/messages/") {
         ClientApi::Anthropic
     } else {
@@ -84,7 +85,7 @@ pub fn client_api_of(path: &str) -> ClientApi {
 
 /// The 404 for a request the gateway does not serve, naming its method and path.
 pub fn not_served(method: &str, path: &str) -> ApiError {
-    let path = path.split('?').next().unwrap_or("");
+    let path = without_query(path);
     let shown: String = path.chars().take(200).collect();
     ApiError::new(
         404,

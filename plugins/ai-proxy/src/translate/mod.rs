@@ -33,6 +33,11 @@ use crate::provider::WireFormat;
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::openai::ChatRequest;
 
+/// A request path without its query string.
+pub fn without_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(path, _)| path)
+}
+
 /// The API a request is for, from its method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -52,7 +57,7 @@ pub enum Api {
 
 impl Api {
     pub fn of(method: &str, path: &str) -> Api {
-        let path = path.split('?').next().unwrap_or("");
+        let path = without_query(path);
         match method {
             "POST" if path.ends_with("/chat/completions") => Api::Chat,
             "POST" if path.ends_with("/v1/messages") => Api::Messages,
@@ -66,7 +71,7 @@ impl Api {
 
 /// The model id of `GET …/models/{id}` (the query left out).
 pub fn model_of(path: &str) -> Option<&str> {
-    let path = path.split('?').next().unwrap_or("");
+    let path = without_query(path);
     path.rsplit_once("/models/")
         .map(|(_, id)| id)
         .filter(|id| !id.is_empty())
@@ -109,7 +114,7 @@ pub struct Unreadable;
 /// The canonical path for a Messages request: `…/v1/messages` becomes `…/v1/chat/completions`,
 /// keeping any prefix (routes often match on one) and dropping Anthropic's query (`?beta=true`).
 pub fn chat_path_for(messages_path: &str) -> String {
-    let path = messages_path.split('?').next().unwrap_or("");
+    let path = without_query(messages_path);
     let prefix = path.strip_suffix("/v1/messages").unwrap_or("");
     format!("{prefix}/v1/chat/completions")
 }
