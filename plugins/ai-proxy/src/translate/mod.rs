@@ -94,8 +94,9 @@ pub fn events(
 
 /// The JSON payloads of the complete events of the next piece of an SSE body (`[DONE]` and
 /// events without data are skipped). An event whose data is not JSON (a lone surrogate escape,
-/// invalid UTF-8) is an [`Unreadable`]: the translator ends the stream with an error rather
-/// than drop a piece of the answer without a word.
+/// a cut-off object; invalid UTF-8 the decoder has already read as U+FFFD) is an
+/// [`Unreadable`]: the translator ends the stream with an error rather than drop a piece of the
+/// answer without a word.
 pub fn json_events(
     decoder: &mut aigw_shared::sse::Decoder,
     input: &[u8],
