@@ -288,3 +288,18 @@ pub fn tool_arguments(chunks: &[Value]) -> String {
         })
         .collect()
 }
+
+/// Sends any method with raw bytes (empty for none).
+pub fn request(
+    method: &str,
+    url: &str,
+    body: impl Into<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = client().request(method, url).body(body.into());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    send(request).unwrap_or_else(|e| panic!("{url}: {e}"))
+}

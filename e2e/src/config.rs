@@ -64,6 +64,7 @@ pub fn wasm_filter(plugin: &str, configuration: &Value) -> Value {
 
 /// A second instance of a plugin in the same chain needs a name (and VM) of its own.
 pub fn wasm_instance(plugin: &str, instance: &str, configuration: &Value) -> Value {
+    let configuration = &with_mock_knobs(plugin, configuration);
     json!({
         "name": instance,
         "typed_config": {
@@ -88,6 +89,28 @@ pub fn wasm_instance(plugin: &str, instance: &str, configuration: &Value) -> Val
             }
         }
     })
+}
+
+/// Tests steer the mock providers with `x-mock-*` request headers, which ai-proxy's provider
+/// edge removes like every client header outside its allow-list: every ai-proxy config with
+/// providers (and no `forwardHeaders` of its own) forwards them.
+fn with_mock_knobs(plugin: &str, configuration: &Value) -> Value {
+    fn add(config: &mut Value) {
+        if let Some(object) = config.as_object_mut() {
+            let has_providers = object.contains_key("provider") || object.contains_key("providers");
+            if has_providers && !object.contains_key("forwardHeaders") {
+                object.insert("forwardHeaders".into(), json!(["x-mock-*"]));
+            }
+        }
+    }
+    let mut configuration = configuration.clone();
+    if plugin == "ai-proxy" {
+        add(&mut configuration);
+        if let Some(Value::Array(rules)) = configuration.get_mut("_rules_") {
+            rules.iter_mut().for_each(add);
+        }
+    }
+    configuration
 }
 
 /// A config from `envoy-configs/` as shipped, ready for a test: its placeholders filled in

@@ -1835,7 +1835,8 @@ fn natives() -> [Native; 4] {
 
 /// Bedrock, Vertex AI (Gemini, its token endpoint on the cluster `google-auth`), Cohere and
 /// Ollama-native behind one Envoy, each on the route the `x-provider` header picks: downstream,
-/// Envoy matches the route again after ai-proxy rewrites the path, and a header match survives.
+/// Envoy matches the route again after ai-proxy rewrites the path, and a header match survives
+/// when `forwardHeaders` keeps the header.
 struct NativeGateway {
     envoy: Envoy,
     mocks: Vec<(&'static str, MockServer)>,
@@ -1888,9 +1889,10 @@ impl NativeGateway {
                     .iter()
                     .map(|n| json!({"_match_route_": [n.name], "activeProviderId": n.name}))
                     .collect();
+                // The route is matched again on `x-provider`, so that header must stay.
                 gateway = gateway.plugin(
                     "ai-proxy",
-                    json!({"providers": providers, "_rules_": rules}),
+                    json!({"providers": providers, "_rules_": rules, "forwardHeaders": ["x-provider", "x-mock-*"]}),
                 );
                 for native in natives() {
                     // Downstream the route sends the provider's host (signed, for Bedrock).

@@ -53,8 +53,11 @@ fn plugins_swap_under_load_without_cutting_streams_or_websockets() {
         &Gateway::new()
             .plugin_ecds("ai-proxy", "ai-proxy", client_edge(0))
             .plugin_ecds("ai-statistics", "ai-statistics", json!({}))
+            // No model API: ai-proxy, which refuses what it does not translate, is off there.
             .raw_route(json!({"name": "ws", "match": {"prefix": "/ws"},
-                "route": {"cluster": "ws", "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]}}))
+                "route": {"cluster": "ws", "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
+                "typed_per_filter_config": {"ai-proxy": {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}}}))
             .route("llm", "/", "provider")
             .cluster("provider", mock.addr)
             .raw_cluster(static_cluster("ws", echo.addr))

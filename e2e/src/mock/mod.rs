@@ -22,6 +22,7 @@ pub mod endless;
 pub mod faulty;
 pub mod gemini;
 pub mod guard_model;
+pub mod hostile;
 pub mod knobs;
 pub mod moderation;
 pub mod ollama;

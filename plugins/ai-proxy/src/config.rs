@@ -11,12 +11,15 @@
 
 use crate::keys::KeyRing;
 use crate::mapping::ModelMapping;
+use crate::passthrough::PassthroughPath;
 use crate::provider::{provider_type, type_names, Auth, ProviderType, WireFormat};
 use crate::translate::canonical::path_model;
 use crate::vertex_auth::ServiceAccount;
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::error::ApiError;
 use aigw_shared::event_bound;
+use aigw_shared::headers::HeaderAllowList;
+use aigw_shared::redact::Secrets;
 use aigw_shared::rules::{parse_object, ConfigError};
 use aigw_shared::sign::AwsCredentials;
 use serde::Deserialize;
@@ -35,6 +38,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Bound on one streamed event (`maxEventBytes`): past it the stream ends with an error.
     pub max_event_bytes: usize,
+    /// APIs passed to the provider untranslated (`passthroughPaths`); all others are refused.
+    pub passthrough: Vec<PassthroughPath>,
+    /// Client request headers the provider receives (`forwardHeaders` adds to the defaults).
+    pub forward_headers: HeaderAllowList,
 }
 
 #[derive(Debug)]
@@ -67,6 +74,8 @@ pub struct Provider {
     pub bedrock_fields: Map<String, Value>,
     /// Vertex AI: where to call, and how to get an access token.
     pub vertex: Option<VertexSettings>,
+    /// Everything secret in this provider's config, masked in whatever the provider says back.
+    pub secrets: Secrets,
 }
 
 #[derive(Debug)]
@@ -109,6 +118,10 @@ struct RawConfig {
     metadata_namespace: Option<String>,
     max_request_bytes: Option<usize>,
     max_event_bytes: Option<usize>,
+    #[serde(default)]
+    passthrough_paths: Vec<String>,
+    #[serde(default)]
+    forward_headers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -206,7 +219,23 @@ impl Config {
             max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
             max_event_bytes: event_bound::configured(raw.max_event_bytes)
                 .map_err(|why| ConfigError::new("maxEventBytes", why))?,
+            passthrough: raw
+                .passthrough_paths
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    PassthroughPath::parse(entry)
+                        .map_err(|e| ConfigError::new(format!("passthroughPaths[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?,
+            forward_headers: HeaderAllowList::new(&raw.forward_headers)
+                .map_err(|e| ConfigError::new("forwardHeaders", e))?,
         })
+    }
+
+    /// Does `passthroughPaths` let `method path` through to the provider?
+    pub fn passes_through(&self, method: &str, path: &str) -> bool {
+        self.passthrough.iter().any(|p| p.matches(method, path))
     }
 
     pub fn provider(&self, id: &str) -> Option<&Rc<Provider>> {
@@ -349,6 +378,18 @@ impl Provider {
             })?,
             thinking_budget: raw.gemini_thinking_budget,
         };
+        let secrets = Secrets::new(
+            raw.api_tokens
+                .iter()
+                .chain(&raw.aws_secret_key)
+                .chain(&raw.aws_session_token)
+                .map(String::as_str)
+                .chain(vertex.iter().filter_map(|v| {
+                    v.service_account
+                        .as_ref()
+                        .map(|a| a.private_key_id.as_str())
+                })),
+        );
         Ok(Provider {
             id: raw.id.unwrap_or_else(|| kind.name.to_string()),
             kind,
@@ -368,6 +409,7 @@ impl Provider {
             aws,
             bedrock_fields: raw.bedrock_additional_fields,
             vertex,
+            secrets,
         })
     }
 
@@ -548,6 +590,27 @@ mod tests {
 
     fn config(v: Value) -> Result<Config, ConfigError> {
         Config::from_map(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn passthrough_paths_forward_headers_and_secrets() {
+        let c = config(json!({"passthroughPaths": ["GET /v1/files*"], "forwardHeaders": ["x-team-*"],
+            "provider": {"type": "bedrock", "awsRegion": "us-east-1", "awsAccessKey": "AKIA0123456789",
+                         "awsSecretKey": "secret/key+0123456789", "awsSessionToken": "session-token-0123"}}))
+        .unwrap();
+        assert!(c.passes_through("GET", "/v1/files/f1"));
+        assert!(!c.passes_through("POST", "/v1/files"));
+        assert!(c.forward_headers.allows("x-team-a"));
+        let secrets = &c.active.as_ref().unwrap().secrets;
+        let masked = secrets.masked("secret/key+0123456789 and session-token-0123");
+        assert!(
+            !masked.contains("secret/key") && !masked.contains("session-token"),
+            "{masked}"
+        );
+        let err = config(json!({"passthroughPaths": ["/v1/files"]})).unwrap_err();
+        assert_eq!(err.path, "passthroughPaths[0]");
+        let err = config(json!({"forwardHeaders": ["bad header"]})).unwrap_err();
+        assert_eq!(err.path, "forwardHeaders");
     }
 
     #[test]

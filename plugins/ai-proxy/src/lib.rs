@@ -11,6 +11,7 @@ pub mod config;
 pub mod keys;
 pub mod mapping;
 pub mod models;
+pub mod passthrough;
 pub mod provider;
 pub mod rs256;
 pub mod translate;
@@ -22,6 +23,7 @@ use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::event_bound::{self, Check, EventBound};
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::metrics::series_prefix;
+use aigw_shared::redact::Redactor;
 use aigw_shared::rules::RuleSet;
 use config::{Config, Provider};
 use keys::{refuses_key, Cooldowns};
@@ -31,6 +33,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+use translate::canonical::path_model;
 use translate::{Api, BodyMode, ClientAdapter, ProviderAdapter};
 use vertex_auth::{parse_token_response, ServiceAccount, TokenCache, TokenPlan};
 
@@ -89,7 +92,7 @@ struct ProxyStream {
     rules: Rc<RuleSet<Config>>,
     tokens: Rc<RefCell<TokenCache>>,
     metrics: Rc<RefCell<Metrics>>,
-    /// `None` when no rule applies, for local replies, and for paths passed through untouched.
+    /// `None` when no rule applies, and for local replies.
     exchange: Option<Exchange>,
     /// A still-valid access token this request replaces; used if the replacement fails.
     stale_token: Option<String>,
@@ -99,6 +102,8 @@ struct ProxyStream {
 struct Exchange {
     config: Rc<Config>,
     api: Api,
+    /// The path the client asked for.
+    client_path: String,
     /// Running as an upstream filter, after Envoy picked the route and the host.
     upstream: bool,
     client: Box<dyn ClientAdapter>,
@@ -110,13 +115,14 @@ struct Exchange {
     native: bool,
     key_index: Option<usize>,
     response: Option<ResponseFlow>,
+    /// Masks the provider's secrets in everything it sends back.
+    redactor: Redactor,
 }
 
 /// How the response body is handled, decided at the response headers.
 struct ResponseFlow {
     /// The strictest mode of the stages that translate.
     mode: BodyMode,
-    status: u16,
     /// Which of the two edges translate this body (the others pass it through).
     provider_translates: bool,
     client_translates: bool,
@@ -171,20 +177,30 @@ impl HttpContext for ProxyStream {
         let upstream = host::property(&["upstream", "address"]).is_some();
         let path = client_path(upstream);
         let api = Api::of(&method, &path);
+        if api == Api::Other && !config.passes_through(&method, &path) {
+            let err = passthrough::not_served(&method, &path);
+            return self.reject(&err, passthrough::client_api_of(&path));
+        }
 
         let (provider, model_override) = match select_provider(&config, upstream) {
             Ok(selected) => selected,
             Err(err) => return self.reject(&err, ClientApi::OpenAi),
         };
-        if api == Api::Models {
+        if matches!(api, Api::Models | Api::Model) {
+            // Answered from the configuration when it names models, else by the provider.
             let models = config.model_ids();
             if !models.is_empty() {
-                host::send_response(
-                    200,
-                    &[("content-type", "application/json")],
-                    &models::list(&models),
-                );
-                return Action::Pause;
+                let answer = match translate::model_of(&path) {
+                    Some(id) if api == Api::Model => models::retrieve(&models, id),
+                    _ => Ok(models::list(&models)),
+                };
+                return match answer {
+                    Ok(body) => {
+                        host::send_response(200, &[("content-type", "application/json")], &body);
+                        Action::Pause
+                    }
+                    Err(err) => self.reject(&err, ClientApi::OpenAi),
+                };
             }
         }
         let client = translate::client_adapter(api);
@@ -192,6 +208,12 @@ impl HttpContext for ProxyStream {
             && provider
                 .as_ref()
                 .is_some_and(|p| p.kind.wire == WireFormat::Claude);
+        let redactor = Redactor::new(
+            provider
+                .as_ref()
+                .map(|p| p.secrets.clone())
+                .unwrap_or_default(),
+        );
         let provider = provider.map(|p| {
             let adapter = translate::provider_adapter(&p, host::now_ms() / 1000);
             (p, adapter)
@@ -199,6 +221,7 @@ impl HttpContext for ProxyStream {
         let mut exchange = Exchange {
             config,
             api,
+            client_path: path,
             upstream,
             client,
             provider,
@@ -206,6 +229,7 @@ impl HttpContext for ProxyStream {
             native,
             key_index: None,
             response: None,
+            redactor,
         };
         let needs_body =
             matches!(api, Api::Chat | Api::Messages | Api::Embeddings) && !end_of_stream;
@@ -264,6 +288,7 @@ impl HttpContext for ProxyStream {
             return Action::Continue;
         };
         let headers = host::ResponseHeaders::read();
+        exchange.redact_headers(&headers);
         let mut status = headers.status();
         if exchange.provider.is_some()
             && status < 300
@@ -281,7 +306,6 @@ impl HttpContext for ProxyStream {
         let mut content_type = headers.get("content-type").unwrap_or("").to_string();
         let mut flow = ResponseFlow {
             mode: BodyMode::Passthrough,
-            status,
             provider_translates: false,
             client_translates: false,
             bound: EventBound::new(
@@ -318,23 +342,28 @@ impl HttpContext for ProxyStream {
         let Some(flow) = exchange.response.as_mut() else {
             return Action::Continue;
         };
-        let (mode, status) = (flow.mode, flow.status);
-        match mode {
-            BodyMode::Passthrough => Action::Continue,
-            BodyMode::Whole if !end_of_stream => Action::Pause,
+        let mode = flow.mode;
+        if mode == BodyMode::Whole && !end_of_stream {
+            return Action::Pause;
+        }
+        if mode == BodyMode::Passthrough && exchange.redactor.is_idle() {
+            return Action::Continue;
+        }
+        let input = if body_size > 0 {
+            host::response_body(body_size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let output = match mode {
+            BodyMode::Passthrough => exchange.redactor.push(&input, end_of_stream),
             _ => {
-                let input = if body_size > 0 {
-                    host::response_body(body_size).unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
                 let was_tripped = flow.bound.tripped();
                 let check = if mode == BodyMode::Stream {
                     flow.bound.check(&input)
                 } else {
                     Check::Within
                 };
-                let mut output = match check {
+                let output = match check {
                     Check::Within => exchange.translate_response(&input, end_of_stream),
                     Check::Tripped { .. } if was_tripped => Vec::new(),
                     Check::Tripped { keep } => {
@@ -343,17 +372,16 @@ impl HttpContext for ProxyStream {
                         exchange.end_oversized_stream(&input[..keep])
                     }
                 };
-                if status >= 400 {
-                    exchange.redact_keys(&mut output);
-                }
-                if let Err(status) = host::set_response_body(0, body_size, &output) {
-                    log::warn!(
-                        "ai-proxy: could not replace the response body: host status {status}"
-                    );
-                }
-                Action::Continue
+                let redacted = exchange.redactor.push(&output, end_of_stream);
+                Some(redacted.unwrap_or(output))
+            }
+        };
+        if let Some(output) = output {
+            if let Err(status) = host::set_response_body(0, body_size, &output) {
+                log::warn!("ai-proxy: could not replace the response body: host status {status}");
             }
         }
+        Action::Continue
     }
 }
 
@@ -456,14 +484,16 @@ fn set_bearer(token: &str) {
     host::set_request_header("authorization", Some(&format!("Bearer {token}")));
 }
 
-/// Where an upstream instance keeps the client's path once it has rewritten `:path`.
-const CLIENT_PATH_HEADER: &str = "x-ai-proxy-client-path";
+/// Filter state where an upstream instance keeps the client's path once it has rewritten
+/// `:path`. Filter state, not a header: a client can send any header, and the provider would
+/// receive it.
+const CLIENT_PATH_STATE: &str = "ai_proxy.client_path";
 
 /// The path the client asked for. Upstream, a retry gets the header map the previous attempt
 /// rewrote, so the client's path is read from where the first rewrite saved it.
 fn client_path(upstream: bool) -> String {
     upstream
-        .then(|| host::request_header(CLIENT_PATH_HEADER))
+        .then(|| host::property_string(&[CLIENT_PATH_STATE]))
         .flatten()
         .or_else(|| host::request_header(":path"))
         .unwrap_or_default()
@@ -471,9 +501,11 @@ fn client_path(upstream: bool) -> String {
 
 /// Points the request at `path`, saving the client's path first in the upstream position.
 fn set_path(upstream: bool, path: &str) {
-    if upstream && host::request_header(CLIENT_PATH_HEADER).is_none() {
+    if upstream && host::property(&[CLIENT_PATH_STATE]).is_none() {
         if let Some(client) = host::request_header(":path") {
-            host::set_request_header(CLIENT_PATH_HEADER, Some(&client));
+            if let Err(status) = host::set_filter_state(CLIENT_PATH_STATE, client.as_bytes()) {
+                log::warn!("ai-proxy: could not keep the client's path: host status {status}");
+            }
         }
     }
     host::set_request_header(":path", Some(path));
@@ -524,13 +556,13 @@ impl Exchange {
     /// Sets path, host and credentials for the provider. Headers are set or removed, never
     /// added: in the upstream position every attempt shares one header map. Downstream, Envoy
     /// matches the route again on the new path, so the route must also match the provider's
-    /// path (a catch-all prefix, or a match on headers the plugin does not change).
+    /// path (a catch-all prefix, or a match on a header `forwardHeaders` keeps).
     fn address_provider(&mut self, model: &str) -> Result<(), ApiError> {
         let Some((provider, adapter)) = self.provider.as_ref() else {
             return Ok(());
         };
         let suffix = match self.api {
-            Api::Chat | Api::Messages => "/chat/completions",
+            Api::Chat | Api::Messages => "/chat/completions".to_string(),
             Api::Embeddings => {
                 if !provider.kind.embeddings {
                     return Err(ApiError::invalid_request(
@@ -538,10 +570,14 @@ impl Exchange {
                         format!("provider type {} has no embeddings API", provider.kind.name),
                     ));
                 }
-                "/embeddings"
+                "/embeddings".to_string()
             }
-            Api::Models => "/models",
-            Api::Other => "",
+            Api::Models => "/models".to_string(),
+            Api::Model => {
+                let id = translate::model_of(&self.client_path).unwrap_or_default();
+                format!("/models/{}", path_model(id)?)
+            }
+            Api::Other => String::new(),
         };
         let native_path = match self.api {
             Api::Chat | Api::Messages => adapter.chat_path(),
@@ -555,13 +591,18 @@ impl Exchange {
             } else {
                 self.provider_model(provider, model)
             };
-            set_path(self.upstream, &provider.path(suffix, &model)?);
+            set_path(self.upstream, &provider.path(&suffix, &model)?);
         }
         // Envoy picks the route again when a downstream filter changes request headers; a new
         // `:authority` could select another virtual host. Downstream, the route sets the host
         // (`auto_host_rewrite` / `host_rewrite_literal`); upstream the route is already fixed.
         if self.upstream {
             host::set_request_header(":authority", Some(&provider.authority));
+        }
+        let headers = host::request_headers();
+        let names = headers.iter().map(|(name, _)| name.as_str());
+        for name in self.config.forward_headers.removed(names) {
+            host::set_request_header(name, None);
         }
         for name in CLIENT_CREDENTIALS
             .iter()
@@ -623,10 +664,7 @@ impl Exchange {
                 // skips a body it would only read as JSON (a guardrail bypassed by
                 // `content-type: text/plain`).
                 if self.api == Api::Messages {
-                    set_path(
-                        self.upstream,
-                        &translate::chat_path_for(&client_path(self.upstream)),
-                    );
+                    set_path(self.upstream, &translate::chat_path_for(&self.client_path));
                 }
                 host::set_request_header("content-type", Some("application/json"));
                 serde_json::to_vec(&request)
@@ -703,15 +741,15 @@ impl Exchange {
         );
     }
 
-    /// Removes this provider's keys from an error a provider echoed back.
-    fn redact_keys(&self, body: &mut Vec<u8>) {
+    /// Masks the provider's secrets in the headers it answered with.
+    fn redact_headers(&self, headers: &host::ResponseHeaders) {
         let Some((provider, _)) = self.provider.as_ref() else {
             return;
         };
-        for key in provider.keys.keys() {
-            if key.len() >= 8 && body.windows(key.len()).any(|w| w == key.as_bytes()) {
-                let text = String::from_utf8_lossy(body).replace(key.as_str(), "[redacted]");
-                *body = text.into_bytes();
+        for (name, value) in headers.all() {
+            let masked = provider.secrets.masked(value);
+            if masked != *value {
+                host::set_response_header(name, Some(&masked));
             }
         }
     }

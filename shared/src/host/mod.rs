@@ -161,6 +161,11 @@ impl ResponseHeaders {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every header, in order.
+    pub fn all(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     /// `:status`, or 0 when unreadable.
     pub fn status(&self) -> u16 {
         self.get(":status")

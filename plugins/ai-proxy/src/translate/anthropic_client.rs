@@ -7,7 +7,7 @@ use super::anthropic::{
     stop_reason, ContentBlock, MessageContent, MessagesRequest, Role, SystemPrompt, ToolChoice,
     ToolResultContent,
 };
-use super::{parse_request, ClientAdapter, Plan, ResponseStage};
+use super::{errors, parse_request, ClientAdapter, Plan, ResponseStage};
 use aigw_shared::body::is_event_stream;
 use aigw_shared::error::{anthropic_error_type, ApiError, ClientApi};
 use aigw_shared::openai::{
@@ -300,8 +300,11 @@ impl ResponseStage for AnthropicClient {
                 for event in events {
                     if event.is_done() {
                         self.finish(out);
-                    } else if let Ok(chunk) = serde_json::from_str::<Value>(&event.data) {
-                        self.on_chunk(&chunk, out);
+                    } else if !event.data.trim().is_empty() {
+                        match serde_json::from_str::<Value>(&event.data) {
+                            Ok(chunk) => self.on_chunk(&chunk, out),
+                            Err(_) => self.fail(out, errors::UNREADABLE),
+                        }
                     }
                 }
                 if end && !self.stream.finished {
@@ -327,6 +330,14 @@ fn event(out: &mut Vec<u8>, kind: &str, data: Value) {
     sse::write_event(out, Some(kind), &data.to_string());
 }
 
+fn error_event(out: &mut Vec<u8>, kind: &str, message: &str) {
+    event(
+        out,
+        "error",
+        json!({"type": "error", "error": {"type": kind, "message": message}}),
+    );
+}
+
 impl AnthropicClient {
     fn on_chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
         if self.stream.finished {
@@ -341,12 +352,8 @@ impl AnthropicClient {
                 .get("type")
                 .and_then(Value::as_str)
                 .unwrap_or("api_error");
-            event(
-                out,
-                "error",
-                json!({"type": "error", "error": {"type": kind, "message": message}}),
-            );
             self.stream.finished = true;
+            error_event(out, kind, message);
             return;
         }
         if !self.stream.started {
@@ -454,6 +461,16 @@ impl AnthropicClient {
         }
     }
 
+    /// Ends the stream with an error event: what follows cannot be translated.
+    fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
+        if self.stream.finished {
+            return;
+        }
+        self.stream.finished = true;
+        self.close_block(out);
+        error_event(out, "api_error", message);
+    }
+
     /// Ends the message. A stream that ended without a finish reason was cut: it ends with an
     /// error event, not a clean `message_stop`.
     fn finish(&mut self, out: &mut Vec<u8>) {
@@ -463,11 +480,7 @@ impl AnthropicClient {
         self.stream.finished = true;
         self.close_block(out);
         let Some(stop) = self.stream.stop_reason else {
-            event(
-                out,
-                "error",
-                json!({"type": "error", "error": {"type": "api_error", "message": "the provider ended the stream early"}}),
-            );
+            error_event(out, "api_error", "the provider ended the stream early");
             return;
         };
         let usage = self.stream.usage.unwrap_or_default();
@@ -500,11 +513,15 @@ fn anthropic_usage(usage: &TokenCounts) -> Value {
     })
 }
 
-/// A canonical completion (JSON) as an Anthropic message.
+/// A canonical completion (JSON) as an Anthropic message. An error object (a provider's error
+/// sent with status 200) and a body that does not parse become Anthropic errors.
 fn message(body: &[u8]) -> Vec<u8> {
     let Ok(completion) = serde_json::from_slice::<Value>(body) else {
-        return anthropic_error(502, body);
+        return errors::unreadable().body(ClientApi::Anthropic);
     };
+    if completion.get("error").is_some_and(|e| !e.is_null()) {
+        return anthropic_error(502, body);
+    }
     let choice = &completion["choices"][0];
     let reply = &choice["message"];
     let mut content = Vec::new();
@@ -763,6 +780,57 @@ mod tests {
         assert_eq!(
             e,
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+        );
+    }
+
+    fn whole(status: u16, body: &[u8]) -> Value {
+        let mut client = AnthropicClient::default();
+        client.plan(status, "application/json");
+        let mut out = Vec::new();
+        client.translate(body, true, &mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn an_error_sent_with_status_200_is_an_anthropic_error() {
+        let e = whole(
+            200,
+            br#"{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}"#,
+        );
+        assert_eq!(
+            e,
+            json!({"type": "error", "error": {"type": "api_error", "message": "Incorrect API key"}})
+        );
+    }
+
+    #[test]
+    fn answers_that_do_not_parse_are_errors_without_the_provider_bytes() {
+        for body in [
+            &br#"{"choices":[{"message":{"content":"\ud83d secret"}}]}"#[..],
+            b"{\"choices\":[{\"message\":{\"content\":\"\xff secret\"}}]}",
+        ] {
+            let e = whole(200, body);
+            assert_eq!(e["type"], "error");
+            assert_eq!(e["error"]["type"], "api_error");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        let stream = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+                      data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud83d secret\"}}]}\n\n\
+                      data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                      data: [DONE]\n\n";
+        let out = same_at_every_split(
+            AnthropicClient::default,
+            200,
+            "text/event-stream",
+            stream.as_bytes(),
+        );
+        let events = events(&out);
+        let (kind, data) = events.last().unwrap();
+        assert_eq!(kind, "error", "{events:?}");
+        assert_eq!(data["error"]["message"], errors::UNREADABLE);
+        assert!(
+            !events.iter().any(|(k, _)| k == "message_stop"),
+            "{events:?}"
         );
     }
 }

@@ -287,8 +287,7 @@ impl ResponseBody {
 
 /// The provider's JSON body, or the canonical error for a body that is not JSON.
 pub fn parse_body(body: &[u8]) -> Result<Value, Vec<u8>> {
-    serde_json::from_slice::<Value>(body)
-        .map_err(|_| errors::from_provider(502, body).body(Default::default()))
+    serde_json::from_slice::<Value>(body).map_err(|_| errors::unreadable().body(Default::default()))
 }
 
 /// Writes a canonical stream: the role chunk before anything else, deltas, the finish chunk,

@@ -101,7 +101,10 @@ impl ResponseStage for Claude {
             }
             Mode::Stream => {
                 for event in super::json_events(&mut self.decoder, input, end) {
-                    self.on_event(&event, out);
+                    match event {
+                        Ok(event) => self.on_event(&event, out),
+                        Err(_) => self.error_chunk(out, "server_error", errors::UNREADABLE),
+                    }
                 }
                 if end && !self.stream.done {
                     // The provider ended without `message_stop`: say so rather than let a cut
@@ -394,7 +397,7 @@ fn assistant_blocks(message: Message) -> Vec<Value> {
 /// An Anthropic message (JSON) as a canonical completion.
 fn completion(body: &[u8], created: u64) -> Vec<u8> {
     let Ok(message) = serde_json::from_slice::<Value>(body) else {
-        return errors::from_provider(502, body).body(Default::default());
+        return errors::unreadable().body(Default::default());
     };
     let mut text = String::new();
     let mut reasoning = String::new();

@@ -8,7 +8,7 @@
 //! `tool-call-delta`, `message-end` with the finish reason and usage).
 
 use super::canonical::{self, ChunkWriter, Completion, ResponseBody};
-use super::{Plan, ProviderAdapter, ResponseStage};
+use super::{errors, Plan, ProviderAdapter, ResponseStage};
 use aigw_shared::body::is_event_stream;
 use aigw_shared::error::ApiError;
 use aigw_shared::openai::{ChatRequest, Content};
@@ -61,7 +61,10 @@ impl ResponseStage for Cohere {
             return;
         }
         for event in super::json_events(&mut self.decoder, input, end) {
-            self.on_event(&event, out);
+            match event {
+                Ok(event) => self.on_event(&event, out),
+                Err(_) => self.writer.error(out, "server_error", errors::UNREADABLE),
+            }
         }
         if end {
             self.writer.end_of_body(out);

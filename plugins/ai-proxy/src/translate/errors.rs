@@ -44,6 +44,15 @@ pub fn from_provider(status: u16, body: &[u8]) -> ApiError {
     api_error
 }
 
+/// What the client gets for a provider answer that does not parse (a lone surrogate escape,
+/// invalid UTF-8, no JSON at all): a 502 in its API, without the provider's bytes, which may
+/// hold anything (text no check has seen, an echoed key).
+pub const UNREADABLE: &str = "the provider's answer could not be read: it is not valid JSON";
+
+pub fn unreadable() -> ApiError {
+    ApiError::new(502, "server_error", UNREADABLE).with_code("unreadable_answer")
+}
+
 /// Error types are `&'static str`; keep a provider's own type when it is one we know.
 fn leak_known(kind: &str) -> Option<&'static str> {
     const KNOWN: &[&str] = &[

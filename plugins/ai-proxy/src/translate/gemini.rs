@@ -13,7 +13,7 @@
 //! API accepts), so clients hand it back without knowing.
 
 use super::canonical::{self, Answer, ChunkWriter, Completion, ResponseBody};
-use super::{Plan, ProviderAdapter, ResponseStage};
+use super::{errors, Plan, ProviderAdapter, ResponseStage};
 use crate::config::{GeminiSettings, Provider};
 use aigw_shared::body::is_event_stream;
 use aigw_shared::error::ApiError;
@@ -98,7 +98,10 @@ impl ResponseStage for Gemini {
             return;
         }
         for event in super::json_events(&mut self.decoder, input, end) {
-            self.on_event(&event, out);
+            match event {
+                Ok(event) => self.on_event(&event, out),
+                Err(_) => self.writer.error(out, "server_error", errors::UNREADABLE),
+            }
         }
         if end {
             self.writer.end_of_body(out);
@@ -483,6 +486,27 @@ mod tests {
 
     fn adapter() -> Gemini {
         Gemini::at("/v1beta/models".into(), settings(), 9)
+    }
+
+    #[test]
+    fn answers_that_do_not_parse_are_errors_without_the_provider_bytes() {
+        let unreadable = r#"{"candidates":[{"content":{"parts":[{"text":"\ud83d secret"}]}}]}"#;
+        let stream = format!("data: {unreadable}\n\n");
+        let out = same_at_every_split(adapter, 200, "text/event-stream", stream.as_bytes());
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(errors::UNREADABLE) && !out.contains("secret"),
+            "{out}"
+        );
+        let mut gemini = adapter();
+        gemini.plan(200, "application/json");
+        let mut out = Vec::new();
+        gemini.translate(unreadable.as_bytes(), true, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(errors::UNREADABLE) && !out.contains("secret"),
+            "{out}"
+        );
     }
 
     fn translate_request(body: Value) -> Value {

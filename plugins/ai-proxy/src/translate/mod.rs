@@ -33,6 +33,11 @@ use crate::provider::WireFormat;
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::openai::ChatRequest;
 
+/// A request path without its query string.
+pub fn without_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(path, _)| path)
+}
+
 /// The API a request is for, from its method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -44,21 +49,32 @@ pub enum Api {
     Embeddings,
     /// OpenAI `GET …/models`.
     Models,
-    /// Anything else: passed through.
+    /// OpenAI `GET …/models/{id}`.
+    Model,
+    /// Anything else: refused, or passed through when `passthroughPaths` lists it.
     Other,
 }
 
 impl Api {
     pub fn of(method: &str, path: &str) -> Api {
-        let path = path.split('?').next().unwrap_or("");
+        let path = without_query(path);
         match method {
             "POST" if path.ends_with("/chat/completions") => Api::Chat,
             "POST" if path.ends_with("/v1/messages") => Api::Messages,
             "POST" if path.ends_with("/embeddings") => Api::Embeddings,
             "GET" if path.ends_with("/models") => Api::Models,
+            "GET" if model_of(path).is_some() => Api::Model,
             _ => Api::Other,
         }
     }
+}
+
+/// The model id of `GET …/models/{id}` (the query left out).
+pub fn model_of(path: &str) -> Option<&str> {
+    let path = without_query(path);
+    path.rsplit_once("/models/")
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
 }
 
 /// The complete events of the next piece of an SSE body; at the end, also an event the stream
@@ -76,22 +92,30 @@ pub fn events(
     events
 }
 
-/// The JSON payloads of the complete events of the next piece of an SSE body (events that are
-/// not JSON, such as `[DONE]`, are skipped).
+/// The JSON payloads of the complete events of the next piece of an SSE body (`[DONE]` and
+/// events without data are skipped). An event whose data is not JSON (a lone surrogate escape,
+/// a cut-off object; invalid UTF-8 the decoder has already read as U+FFFD) is an
+/// [`Unreadable`]: the translator ends the stream with an error rather than drop a piece of the
+/// answer without a word.
 pub fn json_events(
     decoder: &mut aigw_shared::sse::Decoder,
     input: &[u8],
     end: bool,
-) -> impl Iterator<Item = serde_json::Value> {
+) -> impl Iterator<Item = Result<serde_json::Value, Unreadable>> {
     events(decoder, input, end)
         .into_iter()
-        .filter_map(|event| serde_json::from_str(&event.data).ok())
+        .filter(|event| !event.is_done() && !event.data.trim().is_empty())
+        .map(|event| serde_json::from_str(&event.data).map_err(|_| Unreadable))
 }
+
+/// A provider event or body that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
 
 /// The canonical path for a Messages request: `…/v1/messages` becomes `…/v1/chat/completions`,
 /// keeping any prefix (routes often match on one) and dropping Anthropic's query (`?beta=true`).
 pub fn chat_path_for(messages_path: &str) -> String {
-    let path = messages_path.split('?').next().unwrap_or("");
+    let path = without_query(messages_path);
     let prefix = path.strip_suffix("/v1/messages").unwrap_or("");
     format!("{prefix}/v1/chat/completions")
 }
@@ -369,6 +393,10 @@ mod tests {
         assert_eq!(Api::of("POST", "/v1/messages"), Api::Messages);
         assert_eq!(Api::of("POST", "/v1/embeddings"), Api::Embeddings);
         assert_eq!(Api::of("GET", "/v1/models"), Api::Models);
+        assert_eq!(Api::of("GET", "/v1/models/gpt-4o?x=1"), Api::Model);
+        assert_eq!(model_of("/team/v1/models/org/model-a"), Some("org/model-a"));
+        assert_eq!(Api::of("GET", "/v1/models/"), Api::Other);
+        assert_eq!(Api::of("DELETE", "/v1/models/ft:gpt-4o:me"), Api::Other);
         assert_eq!(Api::of("GET", "/v1/chat/completions"), Api::Other);
         assert_eq!(Api::of("POST", "/v1/responses"), Api::Other);
     }
