@@ -23,7 +23,8 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let provider = MockServer::start(EndlessMock);
-        let providers = json!({"providers": [{"id": "openai", "type": "openai", "apiTokens": ["sk-endless"]}]});
+        let providers = json!({"providers": [{"id": "openai", "type": "openai", "apiTokens": ["sk-endless"]}],
+            "forwardHeaders": ["x-mock-*", "x-route"]});
         let edge = e2e::config::wasm_filter("ai-proxy", &providers);
         let gateway = Gateway::new()
             .plugin_instance("ai-proxy", "ai-proxy-client", json!({}))
