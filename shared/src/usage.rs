@@ -121,9 +121,14 @@ impl TokenCounts {
         self.malformed |= other.malformed;
     }
 
-    /// The canonical OpenAI `usage` object for these counts.
-    pub fn to_openai(&self) -> Usage {
-        Usage {
+    /// The canonical OpenAI `usage` object for these counts; none for malformed counts, which
+    /// a translated answer must not pass on as real zeros (the quota then charges what it
+    /// charges a missing usage).
+    pub fn to_openai(&self) -> Option<Usage> {
+        if self.malformed {
+            return None;
+        }
+        Some(Usage {
             prompt_tokens: self.input,
             completion_tokens: self.output,
             total_tokens: self.total.max(self.input.saturating_add(self.output)),
@@ -135,7 +140,7 @@ impl TokenCounts {
                 reasoning_tokens: self.reasoning,
                 ..Default::default()
             }),
-        }
+        })
     }
 }
 
@@ -390,7 +395,7 @@ mod tests {
         assert_eq!(c.total, u64::MAX);
         c.merge(&TokenCounts::new(u64::MAX, 1, 0));
         assert_eq!(c.total, u64::MAX);
-        assert_eq!(c.to_openai().total_tokens, u64::MAX);
+        assert_eq!(c.to_openai().unwrap().total_tokens, u64::MAX);
         let anthropic = TokenCounts::from_json(&json!({"usage": {"input_tokens": MAX_COUNT,
             "cache_read_input_tokens": MAX_COUNT, "cache_creation_input_tokens": MAX_COUNT, "output_tokens": MAX_COUNT}}))
         .unwrap();
@@ -402,6 +407,7 @@ mod tests {
         let mut c = TokenCounts::new(5, 1, 0);
         c.merge(&TokenCounts::from_json(&json!({"usage": {"output_tokens": 2.5}})).unwrap());
         assert!(c.malformed);
+        assert!(c.to_openai().is_none(), "malformed counts are not passed on as zeros");
     }
 
     #[test]
