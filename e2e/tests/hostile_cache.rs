@@ -59,7 +59,8 @@ fn wait_until(what: &str, check: impl Fn() -> bool) {
 
 /// Envoy with ai-cache at its defaults on `/` (exact layer in shared data), `/redis` (Redis
 /// through Webdis), `/local` (semantic, vectors in shared data), `/chroma` (semantic, Chroma),
-/// and `/shared` with Higress's unscoped `lastQuestion` key chosen explicitly.
+/// `/shared` with Higress's unscoped `lastQuestion` key chosen explicitly, and `/full` with
+/// `fullRequest` (the default) chosen explicitly.
 struct Fixture {
     _mock: MockServer,
     _redis: RedisWebdis,
@@ -92,7 +93,9 @@ fn fixture() -> &'static Fixture {
              "vector": {"type": "chroma", "serviceName": "chroma", "collectionID": collection, "threshold": 0.95},
              "cache": {"type": "local", "cacheKeyPrefix": "chroma:"}},
             {"_match_route_": ["shared"], "cacheKeyStrategy": "lastQuestion", "scope": "global",
-             "cache": {"type": "local", "cacheKeyPrefix": "shared:"}}
+             "cache": {"type": "local", "cacheKeyPrefix": "shared:"}},
+            {"_match_route_": ["full"], "cacheKeyStrategy": "fullRequest",
+             "cache": {"type": "local", "cacheKeyPrefix": "full:"}}
         ]});
         let envoy = Envoy::start(
             &Gateway::new()
@@ -101,6 +104,7 @@ fn fixture() -> &'static Fixture {
                 .route("local", "/local/", "provider")
                 .route("chroma", "/chroma/", "provider")
                 .route("shared", "/shared/", "provider")
+                .route("full", "/full/", "provider")
                 .route("chat", "/", "provider")
                 .cluster("provider", mock.addr)
                 .cluster("webdis", redis.webdis)
@@ -290,24 +294,26 @@ fn tool_and_json_mode_answers_are_not_served_to_requests_without_them() {
 fn field_order_does_not_change_the_key() {
     let envoy = &fixture().envoy;
     let _report = envoy.report_on_failure();
-    let question = "Which is the longest river in Europe?";
     let one = r#"{"model":"gpt-4o-mini","temperature":0.2,"response_format":{"type":"json_schema","json_schema":{"name":"river","schema":{"type":"object","properties":{"name":{"type":"string"}}}}},"messages":[{"role":"user","content":"QUESTION"}]}"#;
     let other = r#"{"messages":[{"content":"QUESTION","role":"user"}],"response_format":{"json_schema":{"schema":{"properties":{"name":{"type":"string"}},"type":"object"},"name":"river"},"type":"json_schema"},"temperature":0.2,"model":"gpt-4o-mini"}"#;
-    let ask = |body: &str| {
-        let reply = e2e::client::post(
-            &envoy.url("/v1/chat/completions"),
-            body.replace("QUESTION", question),
-            &[AUTH, ALICE, ("content-type", "application/json")],
+    for prefix in ["", "/full"] {
+        let question = format!("Which is the longest river in Europe?{prefix}");
+        let ask = |body: &str| {
+            let reply = e2e::client::post(
+                &envoy.url(&format!("{prefix}/v1/chat/completions")),
+                body.replace("QUESTION", &question),
+                &[AUTH, ALICE, ("content-type", "application/json")],
+            );
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.header("x-ai-cache").unwrap_or("none").to_string()
+        };
+        assert_eq!(ask(one), "miss", "{prefix}");
+        assert_eq!(
+            ask(other),
+            "hit",
+            "{prefix}: the same request with its fields reordered"
         );
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        reply.header("x-ai-cache").unwrap_or("none").to_string()
-    };
-    assert_eq!(ask(one), "miss");
-    assert_eq!(
-        ask(other),
-        "hit",
-        "the same request with its fields reordered"
-    );
+    }
 }
 
 #[test]
