@@ -601,8 +601,7 @@ impl CacheStream {
                 let store = Self::vector_store(&config, &HostData, semantic.vector.max_entries);
                 let mut indexes = self.worker.vector_indexes.borrow_mut();
                 let index = indexes.entry(config.cache.key_prefix.clone()).or_default();
-                let found =
-                    store.nearest(index, context_id(&plan.context), &vector, Self::now_s());
+                let found = store.nearest(index, context_id(&plan.context), &vector, Self::now_s());
                 drop(indexes);
                 self.after_nearest(plan, Some(vector), found)
             }

@@ -299,8 +299,9 @@ pub fn request_body(size: usize) -> Option<Vec<u8>> {
 pub struct Metrics {
     owner: &'static str,
     series: crate::metrics::CappedSeries<Series>,
-    /// The dropped-sample counter: its id once defined, and what it has not written yet.
+    /// The id of the dropped-sample counter, once defined.
     dropped: Option<u32>,
+    /// Dropped samples already written to it.
     dropped_written: u64,
 }
 
@@ -389,11 +390,6 @@ impl Metrics {
                 self.dropped_written = self.series.dropped();
             }
         }
-    }
-
-    /// Samples not recorded because the series cap was reached.
-    pub fn dropped(&self) -> u64 {
-        self.series.dropped()
     }
 }
 
