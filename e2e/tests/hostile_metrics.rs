@@ -3,7 +3,8 @@
 //! `victim-bob.status.200`) must book nothing on the victim's series and everything on the
 //! attacker's own, in Envoy's `/stats/prometheus` through the shipped stats tags, for every
 //! label of ai-statistics and ai-cache (route, cluster, model, consumer); the log record keeps
-//! the true names.
+//! the true names. Names from the config with dots (a route, a rate-limit rule) stay one label
+//! value in ai-content-safety's and ai-token-ratelimit's series.
 
 use e2e::client::post_json;
 use e2e::{Envoy, Gateway, MockServer, OpenAiMock};
@@ -124,4 +125,48 @@ fn dotted_label_values_book_on_the_senders_own_series() {
             "{consumer} {model} in {logged:#?}"
         );
     }
+}
+
+/// Labels an operator names (a route, a rate-limit rule) may have dots too: each stays one
+/// label value, in ai-content-safety's and ai-token-ratelimit's series alike.
+#[test]
+fn dotted_names_from_the_config_stay_one_label_value() {
+    let mock = MockServer::start(OpenAiMock::default());
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin(
+                "ai-token-ratelimit",
+                json!({"rule_name": "plan.basic.metric.x", "global_threshold": {"token_per_day": 1_000_000}}),
+            )
+            .plugin(
+                "ai-content-safety",
+                json!({"local": {"denyWords": ["forbidden phrase"]}}),
+            )
+            .route("chat.v1", "/", "provider")
+            .cluster("provider", mock.addr)
+            .to_json(),
+    );
+    let _report = envoy.report_on_failure();
+    for (content, status) in [("Hello", 200), ("a forbidden phrase", 200)] {
+        let reply = post_json(
+            &envoy.url("/v1/chat/completions"),
+            &json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]}),
+            &[AUTH],
+        );
+        assert_eq!(reply.status, status, "{}", reply.text());
+    }
+    envoy.wait_prometheus_value(
+        "token_ratelimit_rule_metric_admitted",
+        &[("ai_ratelimit_rule", "plan_basic_metric_x")],
+        2.0,
+    );
+    assert!(
+        !envoy.prometheus().contains("ai_ratelimit_rule=\"plan\""),
+        "the rule name was cut at its first dot"
+    );
+    envoy.wait_for_stats("content safety's checks", |stats| {
+        stats
+            .get("wasmcustom.content_safety.route.chat_v1.phase.request.metric.checks")
+            .is_some_and(|n| *n == 2)
+    });
 }
