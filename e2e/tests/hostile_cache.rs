@@ -128,9 +128,13 @@ fn fixture() -> &'static Fixture {
 fn wait_stored(prefix: &str, vectors_before: u64) {
     let f = fixture();
     match prefix {
-        "/chroma" => wait_until("the vector in Chroma", || {
-            f.chroma.count(&f.collection) > vectors_before
-        }),
+        "/chroma" => {
+            wait_until("the vector in Chroma", || {
+                f.chroma.count(&f.collection) > vectors_before
+            });
+            // Another test's vector may have been the one counted: let the tick's upserts land.
+            std::thread::sleep(Duration::from_millis(200));
+        }
         "/redis" => std::thread::sleep(Duration::from_millis(300)),
         _ => {}
     }
