@@ -351,12 +351,15 @@ fn unscoped_last_question_shares_answers_only_when_chosen() {
     );
 }
 
-/// The stat names of ai-cache's series (the part before `.metric.`).
-fn cache_series(envoy: &Envoy) -> HashSet<String> {
+/// The flood consumers' series (the name before `.metric.`) of ai-cache's metrics, or of the
+/// others (ai-statistics').
+fn flood_series(envoy: &Envoy, of_ai_cache: bool) -> HashSet<String> {
     envoy
         .stats()
         .keys()
-        .filter_map(|name| name.split_once(".metric.ai_cache_"))
+        .filter(|name| name.contains(".consumer.flood-"))
+        .filter_map(|name| name.split_once(".metric."))
+        .filter(|(_, metric)| metric.starts_with("ai_cache_") == of_ai_cache)
         .map(|(series, _)| series.to_string())
         .collect()
 }
@@ -386,16 +389,24 @@ fn a_hundred_consumers_stay_within_the_metric_series_cap() {
             &[("x-mse-consumer", &consumer)],
         );
     }
-    envoy.wait_for_stats("the dropped-sample counter", |stats| {
-        stats
-            .get("wasmcustom.ai_cache.metric.series_dropped")
-            .is_some_and(|n| *n >= 80)
+    // Both plugins behave alike past the cap: samples dropped, and counted.
+    envoy.wait_for_stats("the dropped-sample counters", |stats| {
+        ["ai_cache", "ai_statistics"].iter().all(|owner| {
+            stats
+                .get(&format!("wasmcustom.{owner}.metric.series_dropped"))
+                .is_some_and(|n| *n >= 80)
+        })
     });
-    let series = cache_series(&envoy);
-    assert!(
-        series.len() <= 20,
-        "{} ai_cache series with a cap of 20: {series:?}",
-        series.len()
-    );
-    assert!(series.len() >= 10, "the first consumers are counted");
+    for (plugin, of_ai_cache) in [("ai-cache", true), ("ai-statistics", false)] {
+        let series = flood_series(&envoy, of_ai_cache);
+        assert!(
+            series.len() <= 20,
+            "{plugin}: {} series with a cap of 20: {series:#?}",
+            series.len()
+        );
+        assert!(
+            series.len() >= 10,
+            "{plugin}: the first consumers are counted"
+        );
+    }
 }
