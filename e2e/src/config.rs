@@ -17,12 +17,12 @@ pub const ECDS_KEY: &str = "@ecds";
 /// ai-token-ratelimit (the same lists ship in `envoy-configs/`).
 pub fn stats_tags() -> Value {
     json!([
-        {"tag_name": "ai_route", "regex": "^wasmcustom\\.route\\.((.*?)\\.)upstream\\."},
-        {"tag_name": "ai_cluster", "regex": "\\.upstream\\.((.*?)\\.)model\\."},
-        {"tag_name": "ai_model", "regex": "\\.model\\.((.*?)\\.)consumer\\."},
-        {"tag_name": "ai_consumer", "regex": "\\.consumer\\.((.*?)\\.)(?:status|metric)\\."},
+        {"tag_name": "ai_route", "regex": "^wasmcustom\\.route\\.(([^.]*)\\.)upstream\\."},
+        {"tag_name": "ai_cluster", "regex": "\\.upstream\\.(([^.]*)\\.)model\\."},
+        {"tag_name": "ai_model", "regex": "\\.model\\.(([^.]*)\\.)consumer\\."},
+        {"tag_name": "ai_consumer", "regex": "\\.consumer\\.(([^.]*)\\.)(?:status|metric)\\."},
         {"tag_name": "ai_status", "regex": "\\.status\\.((\\d+)\\.)metric\\."},
-        {"tag_name": "ai_ratelimit_rule", "regex": "^wasmcustom\\.token_ratelimit_rule\\.((.*?)\\.)metric\\."}
+        {"tag_name": "ai_ratelimit_rule", "regex": "^wasmcustom\\.token_ratelimit_rule\\.(([^.]*)\\.)metric\\."}
     ])
 }
 

@@ -69,7 +69,7 @@ fn wait_until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// One Envoy with the shared-data stores: default route (global scope), `/ttl` (1 s TTL),
+/// One Envoy with the shared-data stores: default route (default keys), `/ttl` (1 s TTL),
 /// `/tenant` (answers kept per consumer), `/full` (fullRequest keys), `/small` (answers up to
 /// 16 bytes), with ai-statistics in front.
 struct Local {
@@ -158,13 +158,17 @@ fn exact_hit_answers_from_the_cache_and_a_miss_reaches_the_model() {
         Some("miss")
     );
 
-    // The earlier turns do not matter for lastQuestion.
+    // The earlier turns shape the answer: another conversation is another key.
     let with_history = json!({"model": MODEL, "messages": [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": q}]});
     assert_eq!(
         ask(envoy, "", &with_history, &[consumer]).header("x-ai-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        ask(envoy, "", &chat(q), &[consumer]).header("x-ai-cache"),
         Some("hit")
     );
 
@@ -175,8 +179,8 @@ fn exact_hit_answers_from_the_cache_and_a_miss_reaches_the_model() {
     assert_eq!(stat(envoy, "exact", "cached_input_token"), 2 * prompt);
 
     wait_stat(envoy, "exact", "ai_cache_hit", 2);
-    assert_eq!(stat(envoy, "exact", "ai_cache_miss"), 3);
-    assert_eq!(stat(envoy, "exact", "ai_cache_stored"), 3);
+    assert_eq!(stat(envoy, "exact", "ai_cache_miss"), 4);
+    assert_eq!(stat(envoy, "exact", "ai_cache_stored"), 4);
     let logged: Vec<Value> = envoy
         .wait_access_log(1)
         .into_iter()
@@ -448,10 +452,14 @@ fn consumer_scope_keeps_tenants_apart_and_full_request_keys_on_parameters() {
         ask(envoy, "/tenant", &chat(q), &[alice]).header("x-ai-cache"),
         Some("hit")
     );
-    // Without a consumer there is no tenant to keep apart: not cached.
+    // Requests without a consumer share the anonymous scope.
     assert_eq!(
         ask(envoy, "/tenant", &chat(q), &[]).header("x-ai-cache"),
-        Some("skip")
+        Some("miss")
+    );
+    assert_eq!(
+        ask(envoy, "/tenant", &chat(q), &[]).header("x-ai-cache"),
+        Some("hit")
     );
 
     let q = "Summarise the plot of Hamlet.";

@@ -1,5 +1,5 @@
 //! Chroma's HTTP API (v2) as a vector store: upsert a question's vector under its cache key,
-//! query the nearest one in the same namespace. The collection must use the cosine space
+//! query the nearest one in the same context. The collection must use the cosine space
 //! (`"configuration": {"hnsw": {"space": "cosine"}}`), so that distance = 1 - similarity.
 
 use crate::config::Vector;
@@ -25,19 +25,19 @@ fn call(config: &Vector, action: &str, body: Value) -> Option<Callout> {
     })
 }
 
-pub fn query(config: &Vector, namespace: &str, vector: &[f32]) -> Option<Callout> {
+pub fn query(config: &Vector, context: &str, vector: &[f32]) -> Option<Callout> {
     call(
         config,
         "query",
-        json!({"query_embeddings": [vector], "n_results": 1, "where": {"ns": namespace}, "include": ["distances"]}),
+        json!({"query_embeddings": [vector], "n_results": 1, "where": {"context": context}, "include": ["distances"]}),
     )
 }
 
-pub fn upsert(config: &Vector, namespace: &str, key: &str, vector: &[f32]) -> Option<Callout> {
+pub fn upsert(config: &Vector, context: &str, key: &str, vector: &[f32]) -> Option<Callout> {
     call(
         config,
         "upsert",
-        json!({"ids": [key], "embeddings": [vector], "metadatas": [{"ns": namespace}]}),
+        json!({"ids": [key], "embeddings": [vector], "metadatas": [{"context": context}]}),
     )
 }
 
@@ -64,11 +64,11 @@ mod tests {
         let c = Config::from_map(json!({"embedding": {"type": "openai", "serviceName": "e"},
             "vector": {"type": "chroma", "serviceName": "chroma", "collectionID": "1344926e-fcd2-4a4a-a8ad-a2153dc7cf3e"}}).as_object().unwrap()).unwrap();
         let v = c.semantic.unwrap().vector;
-        let q = query(&v, "ns1", &[0.5, 0.5]).unwrap();
+        let q = query(&v, "c1", &[0.5, 0.5]).unwrap();
         assert_eq!(q.path, "/api/v2/tenants/default_tenant/databases/default_database/collections/1344926e-fcd2-4a4a-a8ad-a2153dc7cf3e/query");
         let body: Value = serde_json::from_slice(&q.body).unwrap();
-        assert_eq!(body["where"], json!({"ns": "ns1"}));
-        let u = upsert(&v, "ns1", "k", &[0.5]).unwrap();
+        assert_eq!(body["where"], json!({"context": "c1"}));
+        let u = upsert(&v, "c1", "k", &[0.5]).unwrap();
         assert!(u.path.ends_with("/upsert"));
 
         let hit = br#"{"ids":[["k"]],"distances":[[0.25]],"include":["distances"]}"#;

@@ -11,13 +11,13 @@ use std::time::Duration;
 /// What the cache key is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Strategy {
-    /// The text of the last user message.
+    /// The text of the last user message (Higress's default).
     #[serde(rename = "lastQuestion")]
     LastQuestion,
     /// The texts of every user message, in order.
     #[serde(rename = "allQuestions")]
     AllQuestions,
-    /// Every message and every parameter that changes the answer.
+    /// Every message and every parameter that changes the answer (the default).
     #[serde(rename = "fullRequest")]
     FullRequest,
     /// The cache is off.
@@ -42,7 +42,8 @@ impl Strategy {
 pub enum Scope {
     /// Everyone asking the same model shares answers.
     Global,
-    /// Answers are kept apart per consumer (`consumerHeader`).
+    /// Answers are kept apart per consumer (`consumerHeader`; the default). Requests naming
+    /// none share the anonymous scope.
     Consumer,
 }
 
@@ -97,6 +98,8 @@ pub struct Config {
     pub max_answer_bytes: usize,
     /// Characters per content chunk when a hit is replayed as a stream.
     pub replay_chunk_chars: usize,
+    /// Metric series (label combinations) per worker; samples of further ones are dropped.
+    pub max_metric_series: usize,
     pub cache: Cache,
     pub semantic: Option<Semantic>,
 }
@@ -171,6 +174,8 @@ struct Raw {
     max_answer_bytes: usize,
     #[serde(default = "default_replay_chunk_chars")]
     replay_chunk_chars: usize,
+    #[serde(default = "default_max_metric_series")]
+    max_metric_series: usize,
     #[serde(default)]
     enable_semantic_cache: Option<bool>,
     #[serde(default)]
@@ -276,10 +281,10 @@ struct RawVector {
 }
 
 fn default_strategy() -> Strategy {
-    Strategy::LastQuestion
+    Strategy::FullRequest
 }
 fn default_scope() -> Scope {
-    Scope::Global
+    Scope::Consumer
 }
 fn default_consumer_header() -> String {
     "x-mse-consumer".into()
@@ -292,6 +297,12 @@ fn default_max_answer_bytes() -> usize {
 }
 fn default_replay_chunk_chars() -> usize {
     24
+}
+/// Metric series per worker when `maxMetricSeries` is not set.
+pub const DEFAULT_MAX_METRIC_SERIES: usize = 10_000;
+
+fn default_max_metric_series() -> usize {
+    DEFAULT_MAX_METRIC_SERIES
 }
 fn default_ttl() -> u64 {
     3600
@@ -420,6 +431,7 @@ impl Config {
             max_request_bytes: raw.max_request_bytes,
             max_answer_bytes: raw.max_answer_bytes,
             replay_chunk_chars: raw.replay_chunk_chars,
+            max_metric_series: raw.max_metric_series,
             cache,
             semantic,
         })
@@ -545,7 +557,9 @@ mod tests {
     #[test]
     fn defaults_are_a_local_exact_cache() {
         let c = parse(json!({})).unwrap();
-        assert_eq!(c.strategy, Strategy::LastQuestion);
+        assert_eq!(c.strategy, Strategy::FullRequest);
+        assert_eq!(c.scope, Scope::Consumer);
+        assert_eq!(c.max_metric_series, 10_000);
         assert_eq!(c.cache.kind, CacheType::Local);
         assert_eq!(c.cache.ttl_seconds, 3600);
         assert!(c.semantic.is_none());

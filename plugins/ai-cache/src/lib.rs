@@ -15,6 +15,7 @@
 //!
 //! This file only moves bytes between Envoy and those pure modules.
 
+pub mod canonical;
 pub mod capture;
 pub mod chroma;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod shared_data;
 pub mod vectors;
 
 use aigw_shared::callout::Callout;
+use aigw_shared::consumer;
 use aigw_shared::host::{self, Metrics};
 use aigw_shared::metrics::series_prefix;
 use aigw_shared::rules::RuleSet;
@@ -45,7 +47,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use vectors::{namespace_id, VectorEntry, VectorIndex, VectorStore};
+use vectors::{context_id, VectorEntry, VectorIndex, VectorStore};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -171,9 +173,12 @@ impl RootContext for CacheRoot {
         let Some(rules) = host::load_rules("ai-cache", Config::from_map) else {
             return false;
         };
+        let max_series = rules
+            .global()
+            .map_or(config::DEFAULT_MAX_METRIC_SERIES, |c| c.max_metric_series);
         self.rules = Some(Rc::new(rules));
         self.worker = Some(Rc::new(Worker {
-            metrics: RefCell::new(Metrics::new(10_000)),
+            metrics: RefCell::new(Metrics::new("ai_cache", max_series)),
             jobs: RefCell::new(Vec::new()),
             vector_indexes: RefCell::new(HashMap::new()),
         }));
@@ -345,7 +350,9 @@ impl HttpContext for CacheStream {
         self.labels = Labels {
             route: host::route_name(),
             cluster: host::cluster_name(),
-            consumer: host::request_header(&config.consumer_header).unwrap_or_default(),
+            consumer: consumer::named(host::request_header(&config.consumer_header).as_deref())
+                .unwrap_or_default()
+                .to_string(),
             series: String::new(),
         };
         self.labels.set_model("");
@@ -594,12 +601,11 @@ impl CacheStream {
                 let store = Self::vector_store(&config, &HostData, semantic.vector.max_entries);
                 let mut indexes = self.worker.vector_indexes.borrow_mut();
                 let index = indexes.entry(config.cache.key_prefix.clone()).or_default();
-                let found =
-                    store.nearest(index, namespace_id(&plan.namespace), &vector, Self::now_s());
+                let found = store.nearest(index, context_id(&plan.context), &vector, Self::now_s());
                 drop(indexes);
                 self.after_nearest(plan, Some(vector), found)
             }
-            VectorType::Chroma => match chroma::query(&semantic.vector, &plan.namespace, &vector) {
+            VectorType::Chroma => match chroma::query(&semantic.vector, &plan.context, &vector) {
                 Some(call) => self.wait(call, plan, Step::Nearest, Some(vector)),
                 None => self.miss(plan, Some(vector)),
             },
@@ -734,7 +740,7 @@ impl CacheStream {
             VectorType::Local => {
                 let store = Self::vector_store(&config, &HostData, semantic.vector.max_entries);
                 let added = store.insert(VectorEntry {
-                    namespace: namespace_id(&plan.namespace),
+                    context: context_id(&plan.context),
                     expires,
                     key: plan.key.clone(),
                     vector,
@@ -746,7 +752,7 @@ impl CacheStream {
             }
             VectorType::Chroma => {
                 if let Some(call) =
-                    chroma::upsert(&semantic.vector, &plan.namespace, &plan.key, &vector)
+                    chroma::upsert(&semantic.vector, &plan.context, &plan.key, &vector)
                 {
                     self.worker.queue(Job {
                         call,

@@ -13,8 +13,8 @@ pub const PAGE: usize = 32;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorEntry {
-    /// Namespace (model, consumer…): vectors of another namespace never match.
-    pub namespace: u64,
+    /// The context hash of the question (see `key`): vectors of another context never match.
+    pub context: u64,
     pub expires: u32,
     /// The exact-layer key of the answer.
     pub key: String,
@@ -40,9 +40,9 @@ pub fn normalised(v: &[f32]) -> Option<Vec<f32>> {
     (norm > 0.0 && norm.is_finite()).then(|| v.iter().map(|x| x / norm).collect())
 }
 
-/// The namespace as a number, from its hex digest.
-pub fn namespace_id(namespace: &str) -> u64 {
-    u64::from_str_radix(&namespace[..namespace.len().min(16)], 16).unwrap_or(0)
+/// The context as a number, from its hex digest.
+pub fn context_id(context: &str) -> u64 {
+    u64::from_str_radix(&context[..context.len().min(16)], 16).unwrap_or(0)
 }
 
 impl<D: SharedData> VectorStore<'_, D> {
@@ -58,11 +58,11 @@ impl<D: SharedData> VectorStore<'_, D> {
         format!("{}v.{page}", self.prefix)
     }
 
-    /// The nearest live vector of `namespace` and its cosine similarity.
+    /// The nearest live vector of `context` and its cosine similarity.
     pub fn nearest(
         &self,
         index: &mut VectorIndex,
-        namespace: u64,
+        context: u64,
         query: &[f32],
         now_s: u64,
     ) -> Option<(String, f32)> {
@@ -80,7 +80,7 @@ impl<D: SharedData> VectorStore<'_, D> {
         }
         for (_, slots) in index.pages[..used.min(index.pages.len())].iter().flatten() {
             for entry in slots.iter().flatten() {
-                if entry.namespace != namespace
+                if entry.context != context
                     || u64::from(entry.expires) <= now_s
                     || entry.vector.len() != query.len()
                 {
@@ -150,7 +150,7 @@ fn encode_page(gen: u32, slots: &[Option<VectorEntry>]) -> Vec<u8> {
         };
         let len = 8 + 4 + 2 + e.key.len() + 2 + 4 * e.vector.len();
         out.extend_from_slice(&(len as u32).to_le_bytes());
-        out.extend_from_slice(&e.namespace.to_le_bytes());
+        out.extend_from_slice(&e.context.to_le_bytes());
         out.extend_from_slice(&e.expires.to_le_bytes());
         out.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
         out.extend_from_slice(e.key.as_bytes());
@@ -188,7 +188,7 @@ fn decode_page(bytes: Option<&[u8]>) -> (u32, Vec<Option<VectorEntry>>) {
 }
 
 fn decode_entry(r: &[u8]) -> Option<VectorEntry> {
-    let namespace = u64::from_le_bytes(r.get(..8)?.try_into().ok()?);
+    let context = u64::from_le_bytes(r.get(..8)?.try_into().ok()?);
     let expires = u32::from_le_bytes(r.get(8..12)?.try_into().ok()?);
     let key_len = u16::from_le_bytes(r.get(12..14)?.try_into().ok()?) as usize;
     let key = String::from_utf8(r.get(14..14 + key_len)?.to_vec()).ok()?;
@@ -200,7 +200,7 @@ fn decode_entry(r: &[u8]) -> Option<VectorEntry> {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
         .collect();
     Some(VectorEntry {
-        namespace,
+        context,
         expires,
         key,
         vector,
@@ -212,9 +212,9 @@ mod tests {
     use super::*;
     use crate::shared_data::fake::Map;
 
-    fn entry(ns: u64, key: &str, v: &[f32]) -> VectorEntry {
+    fn entry(context: u64, key: &str, v: &[f32]) -> VectorEntry {
         VectorEntry {
-            namespace: ns,
+            context,
             expires: 1000,
             key: key.into(),
             vector: v.to_vec(),
@@ -222,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn nearest_in_the_namespace_by_cosine() {
+    fn nearest_in_the_context_by_cosine() {
         let data = Map::default();
         let s = VectorStore {
             data: &data,

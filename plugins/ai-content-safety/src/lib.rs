@@ -67,7 +67,7 @@ impl Default for Shared {
             .build_hasher()
             .finish();
         Shared {
-            metrics: RefCell::new(Metrics::new(10_000)),
+            metrics: RefCell::new(Metrics::new("ai_content_safety", 10_000)),
             holding: RefCell::default(),
             tick_callouts: RefCell::default(),
             sequence: Cell::new(seed),

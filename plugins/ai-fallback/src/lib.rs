@@ -83,7 +83,7 @@ impl Context for FallbackRoot {
 impl RootContext for FallbackRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         self.rules = host::load_rules("ai-fallback", Config::from_map).map(Rc::new);
-        self.metrics = Some(Rc::new(RefCell::new(Metrics::new(1000))));
+        self.metrics = Some(Rc::new(RefCell::new(Metrics::new("ai_fallback", 1000))));
         let _ = hostcalls::set_tick_period(host::METRICS_FLUSH_PERIOD);
         self.rules.is_some()
     }

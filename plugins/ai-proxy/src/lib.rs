@@ -60,7 +60,7 @@ impl Default for ProxyRoot {
         ProxyRoot {
             rules: None,
             tokens: Rc::default(),
-            metrics: Rc::new(RefCell::new(Metrics::new(1000))),
+            metrics: Rc::new(RefCell::new(Metrics::new("ai_proxy", 1000))),
         }
     }
 }

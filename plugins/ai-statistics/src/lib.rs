@@ -52,7 +52,10 @@ impl RootContext for StatsRoot {
             .global()
             .map_or(Config::default().max_metric_series, |c| c.max_metric_series);
         self.rules = Some(Rc::new(rules));
-        self.metrics = Some(Rc::new(RefCell::new(Metrics::new(max_series))));
+        self.metrics = Some(Rc::new(RefCell::new(Metrics::new(
+            "ai_statistics",
+            max_series,
+        ))));
         let _ = hostcalls::set_tick_period(host::METRICS_FLUSH_PERIOD);
         true
     }

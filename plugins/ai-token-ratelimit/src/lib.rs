@@ -74,7 +74,7 @@ struct Shared {
 impl Default for Shared {
     fn default() -> Self {
         Shared {
-            metrics: Metrics::new(1_000),
+            metrics: Metrics::new("ai_token_ratelimit", 1_000),
             pending: Vec::new(),
             settling: HashMap::new(),
             leases: 0,

@@ -6,7 +6,6 @@ mod abi;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
-use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Reads the plugin configuration (JSON, empty means `{}`) and parses it into per-route rules.
@@ -300,12 +299,15 @@ pub fn request_body(size: usize) -> Option<Vec<u8>> {
 /// `on_tick`): a host call costs far more than an addition, and a dozen of them per request
 /// showed in throughput. Histograms need every sample and are recorded at once.
 ///
-/// The number of series is capped: label values come from requests, and a flood of new model
-/// names must not grow the proxy's stats without bound.
+/// The number of series per worker is capped ([`crate::metrics::CappedSeries`]): past it,
+/// samples of new series are dropped, counted in `<owner>.metric.series_dropped` and logged.
 pub struct Metrics {
-    series: HashMap<String, Series>,
-    max_series: usize,
-    dropped: u64,
+    owner: &'static str,
+    series: crate::metrics::CappedSeries<Series>,
+    /// The id of the dropped-sample counter, once defined.
+    dropped: Option<u32>,
+    /// Dropped samples already written to it.
+    dropped_written: u64,
 }
 
 /// The metrics of one series, by metric name.
@@ -361,45 +363,38 @@ impl Series {
 }
 
 impl Metrics {
-    pub fn new(max_series: usize) -> Self {
+    /// Metrics of the plugin `owner` (the first part of its dropped-sample counter's name).
+    pub fn new(owner: &'static str, max_series: usize) -> Self {
         Metrics {
-            series: HashMap::new(),
-            max_series,
-            dropped: 0,
+            owner,
+            series: crate::metrics::CappedSeries::new(owner, max_series),
+            dropped: None,
+            dropped_written: 0,
         }
     }
 
     /// The series for `prefix`; `None` once the cap is reached and the series is new.
     pub fn series(&mut self, prefix: &str) -> Option<&mut Series> {
-        if !self.series.contains_key(prefix) {
-            if self.series.len() >= self.max_series {
-                self.dropped += 1;
-                if self.dropped.is_power_of_two() {
-                    log::warn!(
-                        "metric series cap of {} reached; {} samples dropped",
-                        self.max_series,
-                        self.dropped
-                    );
-                }
-                return None;
-            }
-            let series = Series {
-                prefix: prefix.to_string(),
-                metrics: Vec::new(),
-            };
-            self.series.insert(prefix.to_string(), series);
-        }
-        self.series.get_mut(prefix)
+        self.series.get_or_create(prefix, || Series {
+            prefix: prefix.to_string(),
+            metrics: Vec::new(),
+        })
     }
 
     /// Writes the summed counter increments to Envoy.
     pub fn flush(&mut self) {
         self.series.values_mut().for_each(Series::flush);
-    }
-
-    /// Samples not recorded because the series cap was reached.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+        let unwritten = self.series.dropped() - self.dropped_written;
+        if unwritten > 0 {
+            if self.dropped.is_none() {
+                let name = crate::metrics::dropped_stat_name(self.owner);
+                self.dropped = hostcalls::define_metric(MetricType::Counter, &name).ok();
+            }
+            if let Some(id) = self.dropped {
+                let _ = hostcalls::increment_metric(id, unwritten as i64);
+                self.dropped_written = self.series.dropped();
+            }
+        }
     }
 }
 
