@@ -32,6 +32,14 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The token quota left, as ai-token-ratelimit's `x-ratelimit-remaining-tokens` says.
+    pub fn remaining_tokens(&self) -> u64 {
+        self.header("x-ratelimit-remaining-tokens")
+            .unwrap_or_else(|| panic!("no x-ratelimit-remaining-tokens: {:?}", self.headers))
+            .parse()
+            .unwrap()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

@@ -13,6 +13,7 @@ pub mod paths;
 pub mod process;
 pub mod python;
 pub mod services;
+pub mod wait;
 
 pub use config::Gateway;
 pub use envoy::{Envoy, EnvoyOptions};

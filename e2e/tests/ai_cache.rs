@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const AUTH: (&str, &str) = ("authorization", "Bearer sk-client");
 const MODEL: &str = "gpt-4o-mini";
@@ -59,14 +59,6 @@ fn stat(envoy: &Envoy, consumer: &str, metric: &str) -> u64 {
 fn wait_stat(envoy: &Envoy, consumer: &str, metric: &str, at_least: u64) {
     let name = format!("{consumer} {metric}");
     envoy.wait_for_stats(&name, |_| stat(envoy, consumer, metric) >= at_least);
-}
-
-fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// One Envoy with the shared-data stores: default route (default keys), `/ttl` (1 s TTL),
@@ -388,7 +380,7 @@ fn cut_short_and_too_long_answers_are_not_stored() {
         seen.extend_from_slice(&buf[..n]);
     }
     drop(conn);
-    wait_until("the provider to see the request", || {
+    e2e::wait::until("the provider to see the request", || {
         provider_calls(mock, q) == 1
     });
     assert_eq!(
@@ -578,7 +570,7 @@ fn a_dependency_down_is_a_miss_never_a_failure() {
         "ai-cache: embedding failed, serving as a miss: ",
         "ai-cache: vector search failed, serving as a miss: ",
     ] {
-        wait_until(line, || envoy.log().contains(line));
+        e2e::wait::until(line, || envoy.log().contains(line));
     }
     assert!(
         !envoy.log().contains("sk-embed"),
@@ -718,7 +710,7 @@ fn semantic_hit_with_a_real_embedding_model_and_embedded_vectors() {
 fn semantic_hit_with_a_real_embedding_model_and_chroma() {
     let s = semantic();
     semantic_paraphrase_hits_and_unrelated_misses("/chroma", || {
-        wait_until("the vector in Chroma", || {
+        e2e::wait::until("the vector in Chroma", || {
             s.chroma.count(&s.collection) >= 1
         })
     });
@@ -800,7 +792,7 @@ fn shipped_config_serves_exact_and_semantic_hits() {
         Some("miss")
     );
     wait_stat(&envoy, "unknown", "ai_cache_stored", 1);
-    wait_until("the vector in Chroma", || s.chroma.count(&collection) == 1);
+    e2e::wait::until("the vector in Chroma", || s.chroma.count(&collection) == 1);
     assert_eq!(
         ask(&envoy, "", &chat(asked), &[]).header("x-ai-cache-match"),
         Some("exact")

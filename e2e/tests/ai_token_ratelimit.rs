@@ -59,14 +59,6 @@ fn open_stream(
     request.send().unwrap()
 }
 
-fn remaining_tokens(reply: &Reply) -> u64 {
-    reply
-        .header("x-ratelimit-remaining-tokens")
-        .unwrap_or_else(|| panic!("no x-ratelimit-remaining-tokens: {:?}", reply.headers))
-        .parse()
-        .unwrap()
-}
-
 /// Asserts a 429 whose error message says `says`.
 fn assert_refused(reply: &Reply, says: &str) {
     assert_eq!(reply.status, 429, "{}", reply.text());
@@ -218,11 +210,11 @@ fn per_consumer_quota_with_envoy_api_key_auth() {
     let first = ask(envoy, path, &alice);
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-ratelimit-limit-tokens"), Some("40"));
-    assert_eq!(remaining_tokens(&first), COST);
+    assert_eq!(first.remaining_tokens(), COST);
     let second = ask(envoy, path, &alice);
     assert_eq!(second.status, 200);
     assert_eq!(
-        remaining_tokens(&second),
+        second.remaining_tokens(),
         0,
         "remaining goes down with every request"
     );
@@ -338,7 +330,7 @@ fn per_route_rules_give_each_route_its_quota() {
     let premium = ask(envoy, "/premium/v1/chat/completions", &user);
     assert_eq!(premium.status, 200);
     assert_eq!(premium.header("x-ratelimit-limit-tokens"), Some("60"));
-    assert_eq!(remaining_tokens(&premium), 2 * COST);
+    assert_eq!(premium.remaining_tokens(), 2 * COST);
 }
 
 #[test]
@@ -356,7 +348,7 @@ fn every_window_must_admit_and_the_tightest_names_the_headers() {
         Some("40"),
         "the hour window is tighter"
     );
-    assert_eq!(remaining_tokens(&first), COST);
+    assert_eq!(first.remaining_tokens(), COST);
     assert_eq!(first.header("x-ratelimit-limit-requests"), Some("10"));
     assert_eq!(first.header("x-ratelimit-remaining-requests"), Some("9"));
     let reset = first.header("x-ratelimit-reset-tokens").unwrap();
@@ -409,7 +401,7 @@ fn reservations_are_settled_with_the_streamed_usage() {
         "/stream/v1/chat/completions",
         &[("x-user", "streamer")],
     );
-    assert_eq!(remaining_tokens(&next), 1000 - COST - COST);
+    assert_eq!(next.remaining_tokens(), 1000 - COST - COST);
 
     // No usage in the stream: the streamed text is counted (4 characters a token per chunk).
     body["stream_options"] = json!({"include_usage": false});
@@ -425,7 +417,7 @@ fn reservations_are_settled_with_the_streamed_usage() {
         &[("x-user", "streamer")],
     );
     assert_eq!(
-        remaining_tokens(&next),
+        next.remaining_tokens(),
         1000 - 2 * COST - (PROMPT + text_tokens) - COST
     );
 
@@ -632,7 +624,7 @@ fn two_workers_lose_no_update() {
         last.header("x-ratelimit-remaining-requests"),
         Some((10_000 - requests - 1).to_string().as_str())
     );
-    assert_eq!(remaining_tokens(&last), 1_000_000 - (requests + 1) * COST);
+    assert_eq!(last.remaining_tokens(), 1_000_000 - (requests + 1) * COST);
 }
 
 #[test]
@@ -737,10 +729,10 @@ fn two_envoys_share_one_quota_through_redis() {
     let user = [("x-user", "shared-1")];
     let first = ask(a, path, &user);
     assert_eq!(first.status, 200, "{}", first.text());
-    assert_eq!(remaining_tokens(&first), 2 * COST);
+    assert_eq!(first.remaining_tokens(), 2 * COST);
     let second = ask(b, path, &user);
     assert_eq!(second.status, 200);
-    assert_eq!(remaining_tokens(&second), COST, "B sees what A spent");
+    assert_eq!(second.remaining_tokens(), COST, "B sees what A spent");
     assert_eq!(second.header("x-ratelimit-remaining-requests"), Some("98"));
     assert_eq!(ask(a, path, &user).status, 200);
     let refused = ask(b, path, &user);
@@ -795,7 +787,7 @@ fn streamed_usage_settles_the_shared_counters() {
             &[("x-user", "redis-streamer")],
         );
         assert_eq!(next.status, 200);
-        if remaining_tokens(&next) == expected {
+        if next.remaining_tokens() == expected {
             break;
         }
         expected -= COST;

@@ -11,7 +11,7 @@ use e2e::{Envoy, EnvoyOptions, Gateway, MockServer, OpenAiMock};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const AUTH: (&str, &str) = ("authorization", "Bearer sk-client");
 const MODEL: &str = "gpt-4o-mini";
@@ -47,14 +47,6 @@ fn served(envoy: &Envoy, prefix: &str, body: &Value, headers: &[(&str, &str)]) -
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.header("x-ai-cache").unwrap_or("none").to_string()
-}
-
-fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// Envoy with ai-cache at its defaults on `/` (exact layer in shared data), `/redis` (Redis
@@ -129,7 +121,7 @@ fn wait_stored(prefix: &str, vectors_before: u64) {
     let f = fixture();
     match prefix {
         "/chroma" => {
-            wait_until("the vector in Chroma", || {
+            e2e::wait::until("the vector in Chroma", || {
                 f.chroma.count(&f.collection) > vectors_before
             });
             // Another test's vector may have been the one counted: let the tick's upserts land.

@@ -352,14 +352,6 @@ fn open_stream(
     request.send().unwrap()
 }
 
-fn remaining_tokens(reply: &Reply) -> u64 {
-    reply
-        .header("x-ratelimit-remaining-tokens")
-        .unwrap_or_else(|| panic!("no x-ratelimit-remaining-tokens: {:?}", reply.headers))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn clients_hanging_up_before_the_answer_pay_their_reservation_and_free_their_slot() {
     let envoy = &hostile().envoy;
@@ -392,7 +384,7 @@ fn clients_hanging_up_before_the_answer_pay_their_reservation_and_free_their_slo
     assert_eq!(probe.status, 200, "{}", probe.text());
     let probe_reserved = prompt_tokens("plain") + 1;
     assert_eq!(
-        remaining_tokens(&probe),
+        probe.remaining_tokens(),
         100_000 - IN_FLIGHT as u64 * reserved - probe_reserved
     );
 
@@ -536,7 +528,7 @@ fn usage_that_is_not_a_count_is_charged_the_reservation() {
     );
     assert_eq!(probe.status, 200, "{}", probe.text());
     assert_eq!(
-        remaining_tokens(&probe),
+        probe.remaining_tokens(),
         100_000 - 2 * (prompt_tokens("usage-huge") + 40) - (prompt_tokens("plain") + 1)
     );
     assert!(envoy.wasm_panics().is_empty(), "{:?}", envoy.wasm_panics());
