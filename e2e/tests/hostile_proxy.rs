@@ -8,9 +8,11 @@
 use e2e::client::{get_with, post_json, post_stream, request, Reply};
 use e2e::config::{failover_route, provider_cluster, wasm_filter, ProviderEndpoint};
 use e2e::mock::hostile::{HostileMock, ANSWER, ECHO_HEADER, HIDDEN};
+use e2e::mock::vertex::{test_service_account, GoogleTokenMock, IssuedTokens};
 use e2e::{Envoy, Gateway, MockServer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const KEY: &str = "sk-hostile-provider-key-0123456789";
@@ -400,6 +402,32 @@ fn provider_keys_never_reach_clients() {
         );
         leaks(&what("Anthropic error body"), &body.to_string());
     }
+}
+
+#[test]
+fn an_access_token_fetched_at_run_time_never_reaches_clients() {
+    let tokens = Arc::new(IssuedTokens::default());
+    let token_endpoint = MockServer::start(GoogleTokenMock::new(tokens.clone()));
+    let mock = MockServer::start(HostileMock);
+    let config = json!({"provider": {"id": "hostile", "type": "vertex", "vertexRegion": "us-east5",
+        "vertexProjectId": "aigw-test-project", "vertexAuthKey": test_service_account(),
+        "vertexAuthServiceName": "google-auth"}});
+    let envoy = Envoy::start(
+        &Gateway::new()
+            .plugin("ai-proxy", config)
+            .cluster("provider", mock.addr)
+            .cluster("google-auth", token_endpoint.addr)
+            .to_json(),
+    );
+    let _report = envoy.report_on_failure();
+    let reply = post_json(&envoy.url("/v1/chat/completions"), &chat("key-in-error"), &[]);
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(tokens.count(), 1, "the provider was called with a fetched token");
+    let message = error_message(&reply);
+    assert!(
+        message.contains("Bearer [redacted]"),
+        "the access token reached the client: {message}"
+    );
 }
 
 #[test]

@@ -34,6 +34,16 @@ impl Secrets {
         self.forms.is_empty()
     }
 
+    /// Also looks for `secret` (a credential obtained at run time, such as an access token).
+    pub fn add(&mut self, secret: &str) {
+        let more = Secrets::new([secret]);
+        for form in more.forms {
+            if !self.forms.contains(&form) {
+                self.forms.push(form);
+            }
+        }
+    }
+
     fn longest(&self) -> usize {
         self.forms.iter().map(Vec::len).max().unwrap_or(0)
     }
@@ -118,6 +128,11 @@ impl Redactor {
         }
     }
 
+    /// Also masks `secret` from now on.
+    pub fn add_secret(&mut self, secret: &str) {
+        self.secrets.add(secret);
+    }
+
     /// Nothing to look for: the body can pass without being read.
     pub fn is_idle(&self) -> bool {
         self.secrets.is_empty()
@@ -171,6 +186,16 @@ mod tests {
         );
         assert!(masked.contains("[redacted]************"), "{masked}");
         assert_eq!(secrets.masked("short and sweet"), "short and sweet");
+    }
+
+    #[test]
+    fn a_secret_added_later_is_masked_too() {
+        let mut redactor = Redactor::new(Secrets::new([KEY]));
+        redactor.add_secret("ya29.access-token-42");
+        let out = redactor
+            .push(b"bad credentials: Bearer ya29.access-token-42", true)
+            .expect("masked");
+        assert_eq!(out, b"bad credentials: Bearer [redacted]**********");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - `invalid-utf8`: an answer whose text holds bytes that are not UTF-8;
 //! - anything else: a normal answer, [`ANSWER`].
 //!
-//! Gemini's `:generateContent` / `:streamGenerateContent` always answer with a lone surrogate.
+//! Gemini's `:generateContent` / `:streamGenerateContent` answer with a lone surrogate, or, for
+//! the model `key-in-error`, with Google's 401 echoing the `Authorization` it received.
 //! Every other path answers an empty OpenAI list, so a request let through is visible.
 
 use super::{Provider, Recorded, Reply};
@@ -27,6 +28,14 @@ pub struct HostileMock;
 impl Provider for HostileMock {
     fn handle(&self, request: &Recorded) -> Reply {
         let path = request.path.split('?').next().unwrap_or("");
+        if request.method == "POST" && path.contains("/key-in-error:") {
+            let auth = request.header("authorization").unwrap_or_default();
+            return Reply::json(
+                401,
+                &json!({"error": {"code": 401, "status": "UNAUTHENTICATED",
+                    "message": format!("Request had invalid authentication credentials: {auth}")}}),
+            );
+        }
         if request.method == "POST" && path.contains(":generateContent") {
             return gemini(false);
         }

@@ -149,7 +149,7 @@ impl Context for ProxyStream {
         {
             Ok(token) => {
                 self.count_token(&provider_id, "token_fetches");
-                set_bearer(&token.token);
+                self.set_bearer(&token.token);
                 self.tokens.borrow_mut().put(&provider_id, token);
                 host::resume_request();
             }
@@ -411,7 +411,7 @@ impl ProxyStream {
                 .plan(&provider.id, now, vertex.refresh_ahead_ms, patience);
         match plan {
             TokenPlan::Use(token) => {
-                set_bearer(&token);
+                self.set_bearer(&token);
                 Action::Continue
             }
             TokenPlan::Fetch { stale } => {
@@ -424,13 +424,22 @@ impl ProxyStream {
         }
     }
 
+    /// Authorises the request with an access token, which from now on is masked in the answer
+    /// like the configured keys.
+    fn set_bearer(&mut self, token: &str) {
+        host::set_request_header("authorization", Some(&format!("Bearer {token}")));
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.redactor.add_secret(token);
+        }
+    }
+
     /// A token request failed: the request goes on with the token it replaces while that is
     /// still valid, else it is refused (fail closed: Vertex AI takes nothing else).
     fn token_failed(&mut self, provider_id: &str, status: u16, why: &str) -> Action {
         log::warn!("ai-proxy: no Vertex AI access token for provider {provider_id}: {why}");
         self.count_token(provider_id, "token_failures");
         if let Some(stale) = self.stale_token.take() {
-            set_bearer(&stale);
+            self.set_bearer(&stale);
             return Action::Continue;
         }
         let api = self
@@ -480,9 +489,6 @@ fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Callou
     }
 }
 
-fn set_bearer(token: &str) {
-    host::set_request_header("authorization", Some(&format!("Bearer {token}")));
-}
 
 /// Filter state where an upstream instance keeps the client's path once it has rewritten
 /// `:path`. Filter state, not a header: a client can send any header, and the provider would
