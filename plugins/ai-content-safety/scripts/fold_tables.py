@@ -37,6 +37,10 @@ def confusables(path):
         prototype = "".join(chr(int(h, 16)) for h in re.findall(r"\\u\{([0-9a-f]+)\}", target))
         entries.append((source, prototype))
     entries.sort()
+    return entries
+
+
+def confusables_rs(entries):
     lines = [HEADER.format("the UTS #39 confusables (Unicode 17.0.0) of the unicode-security crate")]
     lines.append("/// Non-ASCII characters and their prototype, sorted by character.\n")
     lines.append("pub const PROTOTYPES: &[(char, &str)] = &[\n")
@@ -55,6 +59,10 @@ def traditional(path):
         if len(key) == 1 and len(simplified) == 1 and key != simplified:
             entries.append((key, simplified))
     entries.sort()
+    return entries
+
+
+def traditional_rs(entries):
     lines = [HEADER.format("OpenCC's TSCharacters.txt (Apache-2.0)")]
     lines.append("/// Traditional Chinese characters and their usual simplified form, sorted.\n")
     lines.append("pub const SIMPLIFIED: &[(char, char)] = &[\n")
@@ -63,6 +71,26 @@ def traditional(path):
     return "".join(lines)
 
 
+def bmp_rs(prototypes, simplified):
+    """A bit for each BMP character that one of the tables may fold: the others (most of the
+    Han block, Hangul, Kana…) skip the look-ups."""
+    keys = {s for s, _ in prototypes}
+    folded = {k for k, _ in simplified} | keys | {c for c in map(chr, range(0x80, 0x10000)) if c.lower() in keys}
+    words = [0] * 1024
+    for c in folded:
+        if ord(c) < 0x10000:
+            words[ord(c) >> 6] |= 1 << (ord(c) & 63)
+    lines = [HEADER.format("the two tables beside it")]
+    lines.append("/// Bit `c % 64` of word `c / 64` is set when a BMP character `c` (or its small letter) is in a table.\n")
+    lines.append("pub const IN_TABLES: [u64; 1024] = [\n")
+    lines += ["    %#x,\n" % w for w in words]
+    lines.append("];\n")
+    return "".join(lines)
+
+
 if __name__ == "__main__":
-    open("src/fold/confusables.rs", "w").write(confusables(sys.argv[1]))
-    open("src/fold/traditional.rs", "w").write(traditional(sys.argv[2]))
+    prototypes = confusables(sys.argv[1])
+    simplified = traditional(sys.argv[2])
+    open("src/fold/confusables.rs", "w").write(confusables_rs(prototypes))
+    open("src/fold/traditional.rs", "w").write(traditional_rs(simplified))
+    open("src/fold/bmp.rs", "w").write(bmp_rs(prototypes, simplified))

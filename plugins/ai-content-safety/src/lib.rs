@@ -11,6 +11,7 @@ pub mod deny;
 pub mod extract;
 pub mod fold;
 pub mod hold;
+pub mod injection;
 pub mod lanes;
 pub mod local;
 pub mod mask;

@@ -10,6 +10,7 @@
 //! prototype, letters lower-cased. ASCII is never replaced by a look-alike ("burn" is not
 //! "bum"). The view is only matched: what reaches the client is always the original text.
 
+mod bmp;
 mod confusables;
 mod traditional;
 
@@ -24,6 +25,9 @@ pub fn fold(text: &str) -> String {
     for c in text.chars() {
         if c.is_ascii() {
             out.push_ascii(c);
+        } else if is_unified_han(c) {
+            // Most of a Chinese text: nothing to decompose, ignore or lower-case.
+            out.push_table_folded(c);
         } else if !is_ignorable(c) {
             decompose_compatible(c, |d| out.push_decomposed(d));
         }
@@ -80,28 +84,26 @@ impl Folded {
         if c.is_whitespace() {
             return self.push_space();
         }
-        if is_accent(c) || is_ignorable(c) {
-            return;
+        if !(is_accent(c) || is_ignorable(c)) {
+            self.push_table_folded(c);
         }
-        let c = simplified(c);
-        let mut lower = c.to_lowercase();
-        let lower = match (lower.next(), lower.next()) {
-            (Some(l), None) => l,
-            _ => c,
-        };
-        // A capital's prototype may be a capital's look-alike (Cyrillic `І` is `l`, its small
-        // letter `і` is `i`): the small letter's prototype wins when it is ASCII.
-        let prototype = [prototype(lower), prototype(c)]
-            .into_iter()
-            .flatten()
-            .find(|p| p.is_ascii())
-            .or_else(|| prototype(lower));
-        match prototype {
+    }
+
+    /// Pushes `c` simplified, then as its look-alike prototype.
+    fn push_table_folded(&mut self, c: char) {
+        let c = if in_tables(c) { simplified(c) } else { c };
+        match in_tables(c).then(|| prototype(c)).flatten() {
             Some(p) => p.chars().for_each(|p| self.push_prototype(p)),
-            None => {
-                self.space = false;
-                self.text.extend(c.to_lowercase());
-            }
+            None => self.push_letter(c),
+        }
+    }
+
+    fn push_letter(&mut self, c: char) {
+        self.space = false;
+        if is_han(c) {
+            self.text.push(c);
+        } else {
+            self.text.extend(c.to_lowercase());
         }
     }
 
@@ -109,10 +111,48 @@ impl Folded {
         if c.is_ascii() {
             self.push_ascii(c);
         } else if !is_accent(c) {
-            self.space = false;
-            self.text.extend(c.to_lowercase());
+            self.push_letter(c);
         }
     }
+}
+
+fn simplified(c: char) -> char {
+    traditional::SIMPLIFIED
+        .binary_search_by_key(&c, |&(t, _)| t)
+        .map_or(c, |i| traditional::SIMPLIFIED[i].1)
+}
+
+/// The look-alike prototype of `c`. A capital's prototype may be a capital's look-alike
+/// (Cyrillic `І` is `l`, its small letter `і` is `i`): the small letter's prototype wins when
+/// it is ASCII.
+fn prototype(c: char) -> Option<&'static str> {
+    let mut lower = c.to_lowercase();
+    let small = match (lower.next(), lower.next()) {
+        (Some(l), None) if l != c => table_prototype(l),
+        _ => None,
+    };
+    match small {
+        Some(p) if p.is_ascii() => Some(p),
+        _ => table_prototype(c)
+            .filter(|p| p.is_ascii() || small.is_none())
+            .or(small),
+    }
+}
+
+/// Whether `c` may be in a table: most characters are not, and skip the look-ups.
+fn in_tables(c: char) -> bool {
+    let c = c as usize;
+    c >= 0x10000 || bmp::IN_TABLES[c >> 6] & (1 << (c & 63)) != 0
+}
+
+/// The CJK unified ideographs of the BMP: no decomposition, no case.
+fn is_unified_han(c: char) -> bool {
+    matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF)
+}
+
+/// CJK ideographs: they have no case to fold.
+fn is_han(c: char) -> bool {
+    matches!(c as u32, 0x3400..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF)
 }
 
 /// Combining diacritical marks: what makes `ó` of `o`.
@@ -131,13 +171,7 @@ fn is_ignorable(c: char) -> bool {
         | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
 }
 
-fn simplified(c: char) -> char {
-    traditional::SIMPLIFIED
-        .binary_search_by_key(&c, |&(t, _)| t)
-        .map_or(c, |i| traditional::SIMPLIFIED[i].1)
-}
-
-fn prototype(c: char) -> Option<&'static str> {
+fn table_prototype(c: char) -> Option<&'static str> {
     confusables::PROTOTYPES
         .binary_search_by_key(&c, |&(s, _)| s)
         .ok()
