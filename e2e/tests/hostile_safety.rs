@@ -439,6 +439,30 @@ fn an_anthropic_client_cannot_split_a_phrase_over_content_blocks() {
     let body = reply.json();
     assert_eq!(body["content"][0]["text"], DENY, "{body}");
     assert_eq!(provider.requests.count(), 0, "the provider saw the prompt");
+
+    // An answer that does not parse becomes the refusal, in Anthropic's shape, without the
+    // provider's raw body.
+    let mut headers = anthropic.to_vec();
+    headers.push((SCENARIO, "surrogate"));
+    let ask = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "go"}]});
+    let reply = post_json(&envoy.url("/v1/messages"), &ask, &headers);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["type"], "message", "{body}");
+    assert_eq!(body["content"][0]["text"], DENY, "{body}");
+    assert!(!reply.text().contains("recipe"), "{body}");
+    let mut ask = ask;
+    ask["stream"] = json!(true);
+    headers.pop();
+    headers.push((SCENARIO, "surrogate-streamed"));
+    let streamed = post_stream(&envoy.url("/v1/messages"), &ask, &headers);
+    let events = streamed.events();
+    let text: String = events
+        .iter()
+        .filter_map(|(_, e)| e.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
+    assert!(text.ends_with(DENY) && !text.contains("recipe"), "{text}");
+    assert_eq!(events.last().map(|(k, _)| k.as_str()), Some("message_stop"));
 }
 
 // --- item: answers that do not parse ------------------------------------------------------
