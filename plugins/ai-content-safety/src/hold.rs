@@ -47,7 +47,7 @@ pub enum Step {
     Block(Finding),
 }
 
-/// Lanes of text that are not a choice's: raw text of events that do not parse.
+/// The lane of the raw text of events that do not parse (no choice has it).
 const RAW_LANE: Lane = (u32::MAX, 0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub struct StreamHold {
     lanes: Lanes,
     unparsable: Unparsable,
     utf8: Utf8Stream,
+    /// The body held bytes that are not UTF-8: an event whose data shows a replacement
+    /// character does not parse.
+    invalid_utf8: bool,
     /// Why the stream cannot be checked, once known.
     refusal: Option<Finding>,
     in_check: bool,
@@ -106,6 +109,7 @@ impl StreamHold {
             lanes: Lanes::default(),
             unparsable,
             utf8: Utf8Stream::default(),
+            invalid_utf8: false,
             refusal: None,
             in_check: false,
             hold_since_ms: None,
@@ -145,9 +149,7 @@ impl StreamHold {
         if end {
             self.ended = true;
             self.finishing = true;
-            if !self.utf8.is_complete() {
-                self.on_unparsable();
-            }
+            self.invalid_utf8 |= !self.utf8.is_complete();
             if let Some(event) = self.decoder.finish() {
                 self.on_event(&event, now_ms);
             }
@@ -265,9 +267,7 @@ impl StreamHold {
     }
 
     fn feed(&mut self, bytes: &[u8], now_ms: u64) {
-        if !self.utf8.push(bytes) {
-            self.on_unparsable();
-        }
+        self.invalid_utf8 |= !self.utf8.push(bytes);
         let mut events: Vec<Event> = Vec::new();
         self.decoder.push_with(bytes, |e| events.push(e));
         for event in &events {
@@ -283,16 +283,21 @@ impl StreamHold {
         if !self.checking && !self.identity.id.is_empty() {
             return;
         }
-        let chunk = match serde_json::from_str::<ChunkView>(&event.data) {
-            Ok(chunk) => chunk,
-            Err(_) if event.data.trim().is_empty() => return,
-            Err(_) => {
-                self.on_unparsable();
-                if self.unparsable == Unparsable::CheckRaw && self.checking {
-                    self.push_text(RAW_LANE, &event.data, now_ms);
-                }
-                return;
+        let parsed = serde_json::from_str::<ChunkView>(&event.data);
+        if parsed.is_err() && event.data.trim().is_empty() {
+            return;
+        }
+        // Bytes that were not UTF-8 show as replacement characters in the decoded data.
+        if parsed.is_err()
+            || (self.invalid_utf8 && event.data.contains(char::REPLACEMENT_CHARACTER))
+        {
+            self.on_unparsable();
+        }
+        let Ok(chunk) = parsed else {
+            if self.unparsable == Unparsable::CheckRaw && self.checking {
+                self.push_text(RAW_LANE, &event.data, now_ms);
             }
+            return;
         };
         if self.identity.id.is_empty() {
             if let Some(id) = chunk.id.as_deref().filter(|id| !id.is_empty()) {
@@ -774,6 +779,10 @@ mod tests {
         assert!(text_of(&out).ends_with("blocked"));
         let out = run(&mut raw_hold(), &surrogate, &[9], deny_word("nothing"));
         assert_eq!(out, surrogate);
+        // Only event data counts: bytes in a comment are not an answer.
+        let mut comment = b": \xff\n\n".to_vec();
+        comment.extend(events(&[chunk(0, json!({"content": "hi"}))]));
+        assert_eq!(run(&mut hold(), &comment, &[], deny_word("nothing")), comment);
     }
 
     #[test]

@@ -42,14 +42,18 @@ pub fn tail_chars(text: &str, n: usize) -> &str {
     let mut counted = 0;
     let mut after_space = false;
     for (i, c) in text.char_indices().rev() {
+        if is_ignorable(c) || is_accent(c) {
+            continue;
+        }
         let space = c.is_whitespace();
-        if !(is_ignorable(c) || is_accent(c) || (space && after_space)) {
-            if counted == n {
-                return &text[i + c.len_utf8()..];
-            }
-            counted += 1;
+        if space && after_space {
+            continue;
         }
         after_space = space;
+        if counted == n {
+            return &text[i + c.len_utf8()..];
+        }
+        counted += 1;
     }
     text
 }
@@ -242,6 +246,7 @@ mod tests {
             "w\u{200b}o\u{200b}r\u{200b}d"
         );
         assert_eq!(tail_chars("x a  \n b", 3), "a  \n b");
+        assert_eq!(tail_chars("x a \u{200b} b", 3), "a \u{200b} b");
         assert_eq!(tail_chars("xo\u{301}b", 2), "o\u{301}b");
     }
 }
