@@ -244,7 +244,10 @@ fn web_pages_and_garbage_become_errors_or_streams_that_end_with_one() {
     let (answer, _) = ask(CHAT, "garbage-json", false, "garbage");
     assert_eq!(answer.status, 200);
     let body: Value = serde_json::from_slice(&answer.body).expect("a completion");
-    assert_eq!(body["choices"][0]["finish_reason"], "content_filter", "{body}");
+    assert_eq!(
+        body["choices"][0]["finish_reason"], "content_filter",
+        "{body}"
+    );
     let (answer, _) = ask(MESSAGES, "garbage-json", false, "garbage");
     let body: Value = serde_json::from_slice(&answer.body).expect("a message");
     assert_eq!(body["stop_reason"], "refusal", "{body}");

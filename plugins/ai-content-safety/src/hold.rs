@@ -782,7 +782,10 @@ mod tests {
         // Only event data counts: bytes in a comment are not an answer.
         let mut comment = b": \xff\n\n".to_vec();
         comment.extend(events(&[chunk(0, json!({"content": "hi"}))]));
-        assert_eq!(run(&mut hold(), &comment, &[], deny_word("nothing")), comment);
+        assert_eq!(
+            run(&mut hold(), &comment, &[], deny_word("nothing")),
+            comment
+        );
     }
 
     #[test]

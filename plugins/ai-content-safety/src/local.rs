@@ -45,7 +45,7 @@ impl LocalChecker {
             .enumerate()
             .map(|(i, r)| Regex::new(r).map_err(|e| (i, e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let injection = prompt_injection.then(Injection::new);
+        let injection = prompt_injection.then(Injection::default);
         Ok(LocalChecker {
             words,
             regexes,

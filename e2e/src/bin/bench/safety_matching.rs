@@ -23,7 +23,11 @@ pub fn run(plan: &Plan) {
         plan.rounds
     );
     for (name, text) in texts() {
-        assert_eq!(checker.check(&text, Phase::Request), None, "{name} is clean");
+        assert_eq!(
+            checker.check(&text, Phase::Request),
+            None,
+            "{name} is clean"
+        );
         let mut rounds: Vec<f64> = (0..plan.rounds)
             .map(|_| micros_per_check(&checker, &text))
             .collect();
