@@ -41,10 +41,16 @@ def confusables(path):
 
 
 def confusables_rs(entries):
+    bmp = [(s, p) for s, p in entries if len(p) == 1 and ord(s) < 0x10000 and ord(p) < 0x10000]
+    others = [(s, p) for s, p in entries if (s, p) not in set(bmp)]
     lines = [HEADER.format("the UTS #39 confusables (Unicode 17.0.0) of the unicode-security crate")]
-    lines.append("/// Non-ASCII characters and their prototype, sorted by character.\n")
+    lines.append("/// BMP characters whose prototype is one BMP character, sorted.\n")
+    lines.append("pub const PROTOTYPE_BMP: &[(u16, u16)] = &[\n")
+    lines += ["    (%#x, %#x),\n" % (ord(s), ord(p)) for s, p in bmp]
+    lines.append("];\n\n")
+    lines.append("/// The other non-ASCII characters and their prototype, sorted.\n")
     lines.append("pub const PROTOTYPES: &[(char, &str)] = &[\n")
-    lines += ["    (%s, %s),\n" % (rust_char(s), rust_str(p)) for s, p in entries]
+    lines += ["    (%s, %s),\n" % (rust_char(s), rust_str(p)) for s, p in others]
     lines.append("];\n")
     return "".join(lines)
 
@@ -63,10 +69,16 @@ def traditional(path):
 
 
 def traditional_rs(entries):
+    bmp = [(k, v) for k, v in entries if ord(k) < 0x10000 and ord(v) < 0x10000]
+    others = [(k, v) for k, v in entries if (k, v) not in set(bmp)]
     lines = [HEADER.format("OpenCC's TSCharacters.txt (Apache-2.0)")]
-    lines.append("/// Traditional Chinese characters and their usual simplified form, sorted.\n")
-    lines.append("pub const SIMPLIFIED: &[(char, char)] = &[\n")
-    lines += ["    (%s, %s),\n" % (rust_char(k), rust_char(v)) for k, v in entries]
+    lines.append("/// Traditional Chinese characters and their usual simplified form, both in the BMP, sorted.\n")
+    lines.append("pub const SIMPLIFIED_BMP: &[(u16, u16)] = &[\n")
+    lines += ["    (%#x, %#x),\n" % (ord(k), ord(v)) for k, v in bmp]
+    lines.append("];\n\n")
+    lines.append("/// The others (Han extensions), sorted.\n")
+    lines.append("pub const SIMPLIFIED_OTHERS: &[(char, char)] = &[\n")
+    lines += ["    (%s, %s),\n" % (rust_char(k), rust_char(v)) for k, v in others]
     lines.append("];\n")
     return "".join(lines)
 

@@ -97,7 +97,8 @@ impl Folded {
     fn push_table_folded(&mut self, c: char) {
         let c = if in_tables(c) { simplified(c) } else { c };
         match in_tables(c).then(|| prototype(c)).flatten() {
-            Some(p) => p.chars().for_each(|p| self.push_prototype(p)),
+            Some(Prototype::One(p)) => self.push_prototype(p),
+            Some(Prototype::Many(p)) => p.chars().for_each(|p| self.push_prototype(p)),
             None => self.push_letter(c),
         }
     }
@@ -121,15 +122,23 @@ impl Folded {
 }
 
 fn simplified(c: char) -> char {
-    traditional::SIMPLIFIED
-        .binary_search_by_key(&c, |&(t, _)| t)
-        .map_or(c, |i| traditional::SIMPLIFIED[i].1)
+    let bmp = u16::try_from(u32::from(c)).ok().and_then(|key| {
+        let table = traditional::SIMPLIFIED_BMP;
+        let i = table.binary_search_by_key(&key, |&(t, _)| t).ok()?;
+        char::from_u32(u32::from(table[i].1))
+    });
+    bmp.or_else(|| {
+        let table = traditional::SIMPLIFIED_OTHERS;
+        let i = table.binary_search_by_key(&c, |&(t, _)| t).ok()?;
+        Some(table[i].1)
+    })
+    .unwrap_or(c)
 }
 
 /// The look-alike prototype of `c`. A capital's prototype may be a capital's look-alike
 /// (Cyrillic `І` is `l`, its small letter `і` is `i`): the small letter's prototype wins when
 /// it is ASCII.
-fn prototype(c: char) -> Option<&'static str> {
+fn prototype(c: char) -> Option<Prototype> {
     let mut lower = c.to_lowercase();
     let small = match (lower.next(), lower.next()) {
         (Some(l), None) if l != c => table_prototype(l),
@@ -175,11 +184,33 @@ fn is_ignorable(c: char) -> bool {
         | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
 }
 
-fn table_prototype(c: char) -> Option<&'static str> {
-    confusables::PROTOTYPES
-        .binary_search_by_key(&c, |&(s, _)| s)
-        .ok()
-        .map(|i| confusables::PROTOTYPES[i].1)
+fn table_prototype(c: char) -> Option<Prototype> {
+    let bmp = u16::try_from(u32::from(c)).ok().and_then(|key| {
+        let table = confusables::PROTOTYPE_BMP;
+        let i = table.binary_search_by_key(&key, |&(s, _)| s).ok()?;
+        char::from_u32(u32::from(table[i].1))
+    });
+    bmp.map(Prototype::One).or_else(|| {
+        let table = confusables::PROTOTYPES;
+        let i = table.binary_search_by_key(&c, |&(s, _)| s).ok()?;
+        Some(Prototype::Many(table[i].1))
+    })
+}
+
+/// A look-alike prototype: one character (most) or several.
+#[derive(Debug, Clone, Copy)]
+enum Prototype {
+    One(char),
+    Many(&'static str),
+}
+
+impl Prototype {
+    fn is_ascii(self) -> bool {
+        match self {
+            Prototype::One(c) => c.is_ascii(),
+            Prototype::Many(s) => s.is_ascii(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +265,9 @@ mod tests {
         assert_eq!(fold("炸彈"), fold("炸弹"));
         assert_eq!(fold("炸\u{200b}弹"), fold("炸弹"));
         assert_eq!(fold("無視規則"), fold("无视规则"));
+        for &(traditional, simplified) in traditional::SIMPLIFIED_OTHERS {
+            assert_eq!(super::simplified(traditional), simplified);
+        }
     }
 
     #[test]
