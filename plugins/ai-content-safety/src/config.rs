@@ -5,7 +5,7 @@
 //! Its `bufferLimit` sets the stream window; its `protocol` and `responseStreamContentJsonPath`
 //! are accepted and ignored, so that its configs move over unchanged.
 
-use crate::extract::{parse_path, PromptSource};
+use crate::extract::{parse_path, PromptSource, Unparsable};
 use crate::hold::Windows;
 use crate::local::LocalChecker;
 use crate::mask::{Detector, Masker, Mode, UserRule};
@@ -37,6 +37,7 @@ struct Raw {
     data_masking: Option<RawMasking>,
     /// Higress's characters of a streamed answer checked at once: `stream.windowChars`.
     buffer_limit: Option<usize>,
+    unparsable_answer: String,
 }
 
 /// Higress ai-security-guard keys that mean nothing here, and why.
@@ -69,6 +70,7 @@ impl Default for Raw {
             log_key: "ai_content_safety".into(),
             data_masking: None,
             buffer_limit: None,
+            unparsable_answer: "block".into(),
         }
     }
 }
@@ -167,6 +169,7 @@ pub struct Config {
     pub local: LocalChecker,
     pub service: Option<Configured>,
     pub windows: Windows,
+    pub unparsable: Unparsable,
     pub max_body_bytes: usize,
     /// Bound on one streamed event (`maxEventBytes`): past it the stream ends with an error.
     pub max_event_bytes: usize,
@@ -188,12 +191,22 @@ impl Config {
             raw.request_content.as_str(),
         ) {
             (Some(path), _) if !path.trim().is_empty() => PromptSource::Path(parse_path(path)),
-            (_, "last_user") => PromptSource::LastUser,
+            (_, "last_user") => PromptSource::NewestTurn,
             (_, "all") => PromptSource::All,
             _ => {
                 return Err(ConfigError::new(
                     "requestContent",
                     "must be last_user or all",
+                ))
+            }
+        };
+        let unparsable = match raw.unparsable_answer.as_str() {
+            "block" => Unparsable::Block,
+            "check_raw" => Unparsable::CheckRaw,
+            _ => {
+                return Err(ConfigError::new(
+                    "unparsableAnswer",
+                    "must be block or check_raw",
                 ))
             }
         };
@@ -264,6 +277,7 @@ impl Config {
                 max_hold_bytes: s.max_hold_bytes,
                 max_hold_ms: s.max_hold_ms,
             },
+            unparsable,
             max_body_bytes: raw.max_body_bytes,
             max_event_bytes: aigw_shared::event_bound::configured(raw.max_event_bytes)
                 .map_err(|why| ConfigError::new("maxEventBytes", why))?,
@@ -352,7 +366,8 @@ mod tests {
         let c = parse(json!({})).unwrap();
         assert!(c.check_request && c.check_response);
         assert_eq!(c.deny_code, 200);
-        assert_eq!(c.prompt, PromptSource::LastUser);
+        assert_eq!(c.prompt, PromptSource::NewestTurn);
+        assert_eq!(c.unparsable, Unparsable::Block);
         assert_eq!(c.windows.window_chars, 500);
         assert_eq!(c.windows.overlap_chars, 64);
         assert!(
@@ -392,6 +407,10 @@ mod tests {
             "stream.overlapChars"
         );
         assert_eq!(path(json!({"requestContent": "first"})), "requestContent");
+        assert_eq!(
+            path(json!({"unparsableAnswer": "pass"})),
+            "unparsableAnswer"
+        );
     }
 
     /// A config as `on_configure` parses it, the ignored keys removed.

@@ -9,16 +9,20 @@
 //!
 //! Every byte released has been checked: a window is due when its text reaches
 //! `window_chars`, when the stream finishes, when the held bytes reach `max_hold_bytes` or when
-//! its first text has waited `max_hold_ms`. Each window repeats the last `overlap_chars` of the
-//! previous one, so a phrase split across two windows is seen whole. Text that arrives while a
+//! its first text has waited `max_hold_ms`. Each choice and each tool call has its own window
+//! (see [`crate::lanes`]); each window repeats the last `overlap_chars` of the previous one in
+//! its lane, so a phrase split across two windows is seen whole. Text that arrives while a
 //! check is in flight is checked before anything is released. A blocked window is replaced by a
 //! deny chunk (`finish_reason: content_filter`) and `data: [DONE]`, and the rest of the
-//! provider's stream is dropped.
+//! provider's stream is dropped. So is a stream whose events do not parse (unless they are to be
+//! checked as raw text), or that opens more lanes than it may.
 
 use crate::deny::{stream_tail, Identity};
-use crate::extract::ChunkView;
+use crate::extract::{ChunkView, Lane, Unparsable, UNPARSABLE};
+use crate::lanes::{Lanes, TooManyLanes};
+use crate::local::BACKEND;
 use crate::restore::StreamRestore;
-use crate::verdict::Verdict;
+use crate::verdict::{Finding, Verdict};
 use aigw_shared::error::ClientApi;
 use aigw_shared::event_bound::{self, EventBound, Framing};
 use aigw_shared::sse::{complete_events_len, Decoder, Event};
@@ -38,9 +42,15 @@ pub enum Step {
     Hold,
     /// Send what the body now holds (`Continue`, or resume from a callback).
     Release,
-    /// Check this text, holding meanwhile; report with [`StreamHold::on_verdict`].
-    Check(String),
+    /// Check these texts (one per lane), holding meanwhile; report with
+    /// [`StreamHold::on_verdict`].
+    Check(Vec<String>),
+    /// The stream cannot be checked: report this block with [`StreamHold::on_verdict`].
+    Block(Finding),
 }
+
+/// The lane of the raw text of events that do not parse (no choice has it).
+const RAW_LANE: Lane = (u32::MAX, 0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
@@ -61,11 +71,15 @@ pub struct StreamHold {
     /// Envoy's buffer starts with `held` (we paused); false after a release, when `held` is
     /// the carry and must be put back in front.
     envoy_holds: bool,
-    /// Text of complete held events not yet checked.
-    unchecked: String,
-    unchecked_chars: usize,
-    /// The end of the last checked text, repeated at the start of the next window.
-    overlap: String,
+    /// Text of complete held events not yet checked, by lane.
+    lanes: Lanes,
+    unparsable: Unparsable,
+    utf8: Utf8Stream,
+    /// The body held bytes that are not UTF-8: an event whose data shows a replacement
+    /// character does not parse.
+    invalid_utf8: bool,
+    /// Why the stream cannot be checked, once known.
+    refusal: Option<Finding>,
     in_check: bool,
     hold_since_ms: Option<u64>,
     /// The stream finished (`finish_reason`, `[DONE]` or end of body): check without waiting.
@@ -89,6 +103,7 @@ impl StreamHold {
         deny_message: String,
         identity: Identity,
         restore: Option<StreamRestore>,
+        unparsable: Unparsable,
     ) -> StreamHold {
         StreamHold {
             windows,
@@ -97,9 +112,11 @@ impl StreamHold {
             decoder: Decoder::new(),
             held: Vec::new(),
             envoy_holds: false,
-            unchecked: String::new(),
-            unchecked_chars: 0,
-            overlap: String::new(),
+            lanes: Lanes::default(),
+            unparsable,
+            utf8: Utf8Stream::default(),
+            invalid_utf8: false,
+            refusal: None,
             in_check: false,
             hold_since_ms: None,
             finishing: false,
@@ -154,6 +171,7 @@ impl StreamHold {
         if end {
             self.ended = true;
             self.finishing = true;
+            self.invalid_utf8 |= !self.utf8.is_complete();
             if let Some(event) = self.decoder.finish() {
                 self.on_event(&event, now_ms);
             }
@@ -169,11 +187,7 @@ impl StreamHold {
         }
         if verdict.is_block() {
             let tail = stream_tail(&self.deny_message, &self.identity);
-            body.replace_prefix(body.size(), &tail);
-            self.denied = true;
-            self.held = Vec::new();
-            self.unchecked = String::new();
-            self.envoy_holds = false;
+            self.end_with(body, &tail);
             return Step::Release;
         }
         self.next(body, now_ms)
@@ -183,17 +197,23 @@ impl StreamHold {
     /// incomplete); the stream ends with an error and the rest of it is dropped.
     fn end_oversized(&mut self, body: &mut dyn HeldBody) -> Step {
         let tail = event_bound::stream_error_tail(ClientApi::OpenAi, self.bound.limit(), false);
-        body.replace_prefix(body.size(), &tail);
-        self.denied = true;
+        self.end_with(body, &tail);
         self.overflow = true;
-        self.held = Vec::new();
-        self.unchecked = String::new();
-        self.envoy_holds = false;
         if self.in_check {
             Step::Hold
         } else {
             Step::Release
         }
+    }
+
+    /// Replaces everything held with `tail` (a deny answer or an error); the rest of the
+    /// provider's stream is dropped.
+    fn end_with(&mut self, body: &mut dyn HeldBody, tail: &[u8]) {
+        body.replace_prefix(body.size(), tail);
+        self.denied = true;
+        self.held = Vec::new();
+        self.lanes = Lanes::default();
+        self.envoy_holds = false;
     }
 
     /// A timer tick: starts the check of a window that has waited too long.
@@ -238,10 +258,14 @@ impl StreamHold {
         if self.in_check {
             return Step::Hold;
         }
+        if let Some(finding) = self.refusal.take() {
+            self.in_check = true;
+            return Step::Block(finding);
+        }
         if self.window_due(now_ms) {
             return Step::Check(self.take_window());
         }
-        if self.unchecked.is_empty() {
+        if self.lanes.is_empty() {
             self.release(body);
             return Step::Release;
         }
@@ -249,24 +273,19 @@ impl StreamHold {
     }
 
     fn window_due(&self, now_ms: u64) -> bool {
-        !self.unchecked.is_empty()
+        !self.lanes.is_empty()
             && (self.finishing
-                || self.unchecked_chars >= self.windows.window_chars
+                || self.lanes.fullest_chars() >= self.windows.window_chars
                 || self.held.len() >= self.windows.max_hold_bytes
                 || self
                     .hold_since_ms
                     .is_some_and(|since| now_ms.saturating_sub(since) >= self.windows.max_hold_ms))
     }
 
-    fn take_window(&mut self) -> String {
-        let mut text = std::mem::take(&mut self.overlap);
-        text.push_str(&self.unchecked);
-        self.unchecked.clear();
-        self.unchecked_chars = 0;
+    fn take_window(&mut self) -> Vec<String> {
         self.hold_since_ms = None;
         self.in_check = true;
-        self.overlap = tail_chars(&text, self.windows.overlap_chars).to_string();
-        text
+        self.lanes.take(self.windows.overlap_chars)
     }
 
     /// Sends every complete held event (all of it at the end of the stream), carrying the rest.
@@ -289,6 +308,7 @@ impl StreamHold {
     }
 
     fn feed(&mut self, bytes: &[u8], now_ms: u64) {
+        self.invalid_utf8 |= !self.utf8.push(bytes);
         let mut events: Vec<Event> = Vec::new();
         self.decoder.push_with(bytes, |e| events.push(e));
         for event in &events {
@@ -304,7 +324,20 @@ impl StreamHold {
         if !self.checking && !self.identity.id.is_empty() {
             return;
         }
-        let Ok(chunk) = serde_json::from_str::<ChunkView>(&event.data) else {
+        let parsed = serde_json::from_str::<ChunkView>(&event.data);
+        if parsed.is_err() && event.data.trim().is_empty() {
+            return;
+        }
+        // Bytes that were not UTF-8 show as replacement characters in the decoded data.
+        if parsed.is_err()
+            || (self.invalid_utf8 && event.data.contains(char::REPLACEMENT_CHARACTER))
+        {
+            self.on_unparsable();
+        }
+        let Ok(chunk) = parsed else {
+            if self.unparsable == Unparsable::CheckRaw && self.checking {
+                self.push_text(RAW_LANE, &event.data, now_ms);
+            }
             return;
         };
         if self.identity.id.is_empty() {
@@ -321,28 +354,67 @@ impl StreamHold {
         if !self.checking {
             return;
         }
-        let text = chunk.text();
-        if !text.is_empty() {
-            if self.unchecked.is_empty() {
-                self.hold_since_ms = Some(now_ms);
-            }
-            self.unchecked_chars += text.chars().count();
-            self.unchecked.push_str(&text);
-        }
+        chunk.for_each_text(|lane, text| self.push_text(lane, text, now_ms));
         if chunk.finishes() {
             self.finishing = true;
         }
     }
+
+    fn push_text(&mut self, lane: Lane, text: &str, now_ms: u64) {
+        if text.is_empty() {
+            return;
+        }
+        if self.lanes.is_empty() {
+            self.hold_since_ms = Some(now_ms);
+        }
+        if let Err(TooManyLanes) = self.lanes.push(lane, text) {
+            self.refuse("too_many_choices");
+        }
+    }
+
+    /// Bytes or an event that cannot be read as a chunk.
+    fn on_unparsable(&mut self) {
+        if self.checking && self.unparsable == Unparsable::Block {
+            self.refuse(UNPARSABLE);
+        }
+    }
+
+    fn refuse(&mut self, label: &str) {
+        self.refusal
+            .get_or_insert_with(|| Finding::new(BACKEND, label));
+    }
 }
 
-/// The last `n` characters of `text`.
-pub fn tail_chars(text: &str, n: usize) -> &str {
-    if n == 0 {
-        return "";
+/// Checks that a byte stream cut anywhere is UTF-8.
+#[derive(Debug, Default)]
+struct Utf8Stream {
+    /// The start of a character the next bytes complete.
+    partial: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// False once the bytes so far cannot be UTF-8.
+    fn push(&mut self, bytes: &[u8]) -> bool {
+        let joined;
+        let bytes = if self.partial.is_empty() {
+            bytes
+        } else {
+            joined = [std::mem::take(&mut self.partial).as_slice(), bytes].concat();
+            &joined
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_none() => {
+                self.partial = bytes[e.valid_up_to()..].to_vec();
+                true
+            }
+            Err(_) => false,
+        }
     }
-    match text.char_indices().rev().nth(n - 1) {
-        Some((i, _)) => &text[i..],
-        None => text,
+
+    /// No character was left unfinished.
+    fn is_complete(&self) -> bool {
+        self.partial.is_empty()
     }
 }
 
@@ -407,8 +479,16 @@ pub mod sim {
             start = end;
             let last = i == ends.len() - 1;
             let mut step = hold.on_body(&mut envoy, last, 0);
-            while let Step::Check(text) = step {
-                let verdict = check(&text);
+            loop {
+                let verdict = match step {
+                    Step::Check(texts) => texts
+                        .iter()
+                        .map(|t| check(t))
+                        .find(Verdict::is_block)
+                        .unwrap_or(Verdict::Pass),
+                    Step::Block(finding) => Verdict::Block(finding),
+                    _ => break,
+                };
                 step = hold.on_verdict(&mut envoy, &verdict, 0);
             }
             if step == Step::Release {
@@ -455,7 +535,14 @@ mod tests {
     }
 
     fn hold() -> StreamHold {
-        StreamHold::new(WINDOWS, true, "blocked".into(), Identity::default(), None)
+        StreamHold::new(
+            WINDOWS,
+            true,
+            "blocked".into(),
+            Identity::default(),
+            None,
+            Unparsable::Block,
+        )
     }
 
     fn deny_word(word: &'static str) -> impl FnMut(&str) -> Verdict {
@@ -568,7 +655,7 @@ mod tests {
         assert_eq!(h.on_body(&mut envoy, true, 0), Step::Hold);
         // The first verdict passes; the text that arrived meanwhile must be checked too.
         match h.on_verdict(&mut envoy, &Verdict::Pass, 0) {
-            Step::Check(text) => assert!(text.contains("long story")),
+            Step::Check(texts) => assert!(texts[0].contains("long story")),
             other => panic!("expected a check of the late text, got {other:?}"),
         }
         assert_eq!(h.on_verdict(&mut envoy, &Verdict::Pass, 0), Step::Release);
@@ -586,7 +673,7 @@ mod tests {
         assert_eq!(h.on_body(&mut envoy, false, 100), Step::Hold);
         assert_eq!(h.due_at_ms(), Some(1100));
         assert_eq!(h.on_tick(500), Step::Hold);
-        assert_eq!(h.on_tick(1100), Step::Check("short".into()));
+        assert_eq!(h.on_tick(1100), Step::Check(vec!["short".into()]));
         assert_eq!(
             h.on_verdict(&mut envoy, &Verdict::Pass, 1100),
             Step::Release
@@ -605,7 +692,14 @@ mod tests {
         let pieces: Vec<String> = (0..500).map(|i| format!("{i} ")).collect();
         let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
         let stream = stream_of(&refs);
-        let mut h = StreamHold::new(windows, true, "x".into(), Identity::default(), None);
+        let mut h = StreamHold::new(
+            windows,
+            true,
+            "x".into(),
+            Identity::default(),
+            None,
+            Unparsable::Block,
+        );
         let cuts: Vec<usize> = (1..stream.len()).step_by(97).collect();
         let out = run(&mut h, &stream, &cuts, |_| Verdict::Pass);
         assert_eq!(out, stream);
@@ -633,10 +727,114 @@ mod tests {
         }
     }
 
+    fn chunk(index: u32, delta: Value) -> String {
+        json!({"id": "c", "choices": [{"index": index, "delta": delta, "finish_reason": null}]})
+            .to_string()
+    }
+
+    fn events(datas: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for data in datas {
+            aigw_shared::sse::write_data(&mut out, data);
+        }
+        out.extend_from_slice(aigw_shared::sse::DONE);
+        out
+    }
+
     #[test]
-    fn tail_chars_counts_characters() {
-        assert_eq!(tail_chars("héllo wörld", 5), "wörld");
-        assert_eq!(tail_chars("ab", 5), "ab");
-        assert_eq!(tail_chars("ab", 0), "");
+    fn each_choice_and_tool_call_has_its_own_window() {
+        let stream = events(&[
+            chunk(0, json!({"content": "the forbidden"})),
+            chunk(1, json!({"content": "something"})),
+            chunk(0, json!({"content": " word"})),
+            chunk(
+                0,
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\": \"forbidden"}}]}),
+            ),
+            chunk(
+                0,
+                json!({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
+            ),
+            chunk(
+                0,
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": " phrase\"}"}}]}),
+            ),
+        ]);
+        let out = run(&mut hold(), &stream, &[], deny_word("forbidden word"));
+        assert!(text_of(&out).ends_with("blocked"), "choice 0's text");
+        let out = run(&mut hold(), &stream, &[], deny_word("forbidden phrase"));
+        assert!(
+            text_of(&out).ends_with("blocked"),
+            "tool call 0's arguments"
+        );
+        let out = run(&mut hold(), &stream, &[], deny_word("forbiddensomething"));
+        assert_eq!(out, stream, "choices are never joined");
+    }
+
+    #[test]
+    fn too_many_choices_are_cut() {
+        let datas: Vec<String> = (0..20).map(|i| chunk(i, json!({"content": "x"}))).collect();
+        let stream = events(&datas);
+        let out = run(&mut hold(), &stream, &[], deny_word("nothing"));
+        assert!(text_of(&out).ends_with("blocked"));
+    }
+
+    #[test]
+    fn events_that_do_not_parse_are_blocked_or_checked_raw() {
+        let mut surrogate = events(&[chunk(0, json!({"content": "hi "}))]);
+        let raw = br#"data: {"choices":[{"index":0,"delta":{"content":"\ud83d forbidden word"}}]}"#;
+        surrogate.splice(0..0, raw.iter().chain(b"\n\n").copied());
+        let mut invalid = events(&[chunk(0, json!({"content": "hi "}))]);
+        invalid.splice(
+            0..0,
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"\xc3 ok\"}}]}\n\n"
+                .iter()
+                .copied(),
+        );
+        for stream in [&surrogate, &invalid] {
+            for cut in [0, 7, 30] {
+                let out = run(&mut hold(), stream, &[cut], deny_word("nothing"));
+                assert!(text_of(&out).ends_with("blocked"), "cut at {cut}");
+                assert!(
+                    !String::from_utf8_lossy(&out).contains("ok\""),
+                    "cut at {cut}"
+                );
+            }
+        }
+        let raw_hold = || {
+            StreamHold::new(
+                WINDOWS,
+                true,
+                "blocked".into(),
+                Identity::default(),
+                None,
+                Unparsable::CheckRaw,
+            )
+        };
+        let out = run(
+            &mut raw_hold(),
+            &surrogate,
+            &[9],
+            deny_word("forbidden word"),
+        );
+        assert!(text_of(&out).ends_with("blocked"));
+        let out = run(&mut raw_hold(), &surrogate, &[9], deny_word("nothing"));
+        assert_eq!(out, surrogate);
+        // Only event data counts: bytes in a comment are not an answer.
+        let mut comment = b": \xff\n\n".to_vec();
+        comment.extend(events(&[chunk(0, json!({"content": "hi"}))]));
+        assert_eq!(
+            run(&mut hold(), &comment, &[], deny_word("nothing")),
+            comment
+        );
+    }
+
+    #[test]
+    fn a_character_split_across_chunks_is_valid_utf8() {
+        let stream = stream_of(&["héllo wörld, 炸"]);
+        for cut in 0..=stream.len() {
+            let out = run(&mut hold(), &stream, &[cut], deny_word("nothing"));
+            assert_eq!(out, stream, "split at {cut}");
+        }
     }
 }

@@ -11,6 +11,8 @@ pub mod deny;
 pub mod extract;
 pub mod fold;
 pub mod hold;
+pub mod injection;
+pub mod lanes;
 pub mod local;
 pub mod mask;
 pub mod record;
@@ -368,6 +370,7 @@ impl HttpContext for SafetyStream {
                 e.config.deny_message.clone(),
                 Identity::local(host::now_ms() / 1000),
                 restorer,
+                e.config.unparsable,
             )
             .bounded(e.config.max_event_bytes)));
         } else if is_json(content_type) {
@@ -561,7 +564,7 @@ impl Exchange {
         let service_text = masked_text.unwrap_or_else(|| original.clone());
         Ok(self.start_check(
             shared,
-            &original,
+            &[original],
             &service_text,
             Phase::Request,
             Target::Request { stream },
@@ -569,12 +572,12 @@ impl Exchange {
         ))
     }
 
-    /// Checks `local_text` locally, then `service_text` with the service. `None` while
-    /// callouts run (their answers come to [`on_callout`]).
+    /// Checks each of `local_texts` locally, then `service_text` with the service. `None`
+    /// while callouts run (their answers come to [`on_callout`]).
     fn start_check(
         &mut self,
         shared: &Shared,
-        local_text: &str,
+        local_texts: &[String],
         service_text: &str,
         phase: Phase,
         target: Target,
@@ -582,7 +585,10 @@ impl Exchange {
     ) -> Option<Verdict> {
         shared.count(&record::phase_series(&self.route, phase), "checks", 1);
         let config = self.config.clone();
-        if let Some(finding) = config.local.check(local_text, phase) {
+        if let Some(finding) = local_texts
+            .iter()
+            .find_map(|text| config.local.check(text, phase))
+        {
             return Some(Verdict::Block(finding));
         }
         let Some(configured) = config.service.as_ref() else {
@@ -653,30 +659,37 @@ impl Exchange {
                     self.finish_stream(shared);
                     return Flow::Released;
                 }
-                Step::Check(text) => {
+                Step::Block(finding) => step = self.stream_verdict(shared, Verdict::Block(finding)),
+                Step::Check(texts) => {
                     let Some(verdict) = self.start_check(
                         shared,
-                        &text,
-                        &text,
+                        &texts,
+                        &texts.join("\n\n"),
                         Phase::Response,
                         Target::Stream,
                         from_root,
                     ) else {
                         return Flow::Held;
                     };
-                    let Response::Stream(hold) = &mut self.response else {
-                        return Flow::Released;
-                    };
-                    let mut body = EnvoyBody {
-                        len: hold.held_len(),
-                    };
-                    step = hold.on_verdict(&mut body, &verdict, host::now_ms());
-                    if let Verdict::Block(finding) = &verdict {
-                        self.blocked(shared, Phase::Response, finding);
-                    }
+                    step = self.stream_verdict(shared, verdict);
                 }
             }
         }
+    }
+
+    /// Hands a verdict on the held window to the stream.
+    fn stream_verdict(&mut self, shared: &Shared, verdict: Verdict) -> Step {
+        let Response::Stream(hold) = &mut self.response else {
+            return Step::Release;
+        };
+        let mut body = EnvoyBody {
+            len: hold.held_len(),
+        };
+        let step = hold.on_verdict(&mut body, &verdict, host::now_ms());
+        if let Verdict::Block(finding) = &verdict {
+            self.blocked(shared, Phase::Response, finding);
+        }
+        step
     }
 
     fn stream_due_at(&self) -> Option<u64> {
@@ -713,16 +726,29 @@ impl Exchange {
     /// Checks a whole JSON answer (`len` bytes held).
     fn check_whole(&mut self, shared: &Shared, len: usize) -> Flow {
         let body = host::response_body(len).unwrap_or_default();
-        let text = match serde_json::from_slice::<Value>(&body) {
-            Ok(value) if self.config.checks_response() => {
-                extract::completion_text(&value, self.config.response_path.as_deref())
-            }
-            _ => String::new(),
-        };
-        let verdict = if text.trim().is_empty() {
-            Some(Verdict::Pass)
+        let texts = if self.config.checks_response() {
+            extract::answer_texts(
+                &body,
+                self.config.response_path.as_deref(),
+                self.config.unparsable,
+            )
         } else {
-            self.start_check(shared, &text, &text, Phase::Response, Target::Whole, false)
+            Ok(Vec::new())
+        };
+        let verdict = match texts {
+            Err(finding) => Some(Verdict::Block(finding)),
+            Ok(texts) if texts.iter().all(|t| t.trim().is_empty()) => Some(Verdict::Pass),
+            Ok(texts) => {
+                let service_text = texts.join("\n\n");
+                self.start_check(
+                    shared,
+                    &texts,
+                    &service_text,
+                    Phase::Response,
+                    Target::Whole,
+                    false,
+                )
+            }
         };
         match verdict {
             Some(verdict) => {

@@ -407,6 +407,7 @@ mod tests {
                     String::new(),
                     Identity::default(),
                     Some(StreamRestore::new(vault())),
+                    crate::extract::Unparsable::Block,
                 );
                 let out = sim::run(&mut hold, &body, &[cut, second], |_| {
                     unreachable!("not checking")

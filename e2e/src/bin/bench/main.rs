@@ -15,6 +15,7 @@ mod fallback;
 mod peers;
 mod per_route;
 mod ratelimit;
+mod safety_matching;
 mod suite;
 
 use e2e::bench::Plan;
@@ -30,6 +31,7 @@ fn main() {
         ("fallback", fallback::run),
         ("cache", cache::run),
         ("content-safety", content_safety::run),
+        ("safety-matching", safety_matching::run),
         ("ratelimit", ratelimit::run),
     ];
     let only = std::env::var("BENCH_SECTIONS").ok();
