@@ -2,15 +2,12 @@
 //! [`crate::fold`]).
 //!
 //! Every match starts with one of its pattern's leading words and spans a bounded length, so
-//! one automaton finds where a leading word starts a word, and only the pattern of that word
-//! runs, anchored there, over the text that follows: a prompt full of "instructions" and
-//! "system prompt" costs one pass of the automaton and a few short anchored runs, not a scan
-//! of the whole text per pattern.
+//! the automaton that finds deny words also finds where a leading word starts (see
+//! [`crate::local`]), and only the pattern of that word runs, anchored there, over the text
+//! that follows: a prompt full of "instructions" and "system prompt" costs no pass of its own
+//! and a few short anchored runs, not a scan of the whole text per pattern.
 
 use crate::fold::fold;
-use aho_corasick::automaton::Automaton;
-use aho_corasick::nfa::contiguous::NFA;
-use aho_corasick::Input;
 use regex_lite::Regex;
 
 /// Phrasings of the common attempts to override a system prompt, in English and Chinese,
@@ -72,8 +69,8 @@ const MAX_MATCH_BYTES: usize = 256;
 
 #[derive(Debug)]
 pub struct Injection {
-    /// The leading words of every pattern.
-    leads: NFA,
+    /// The leading words of every pattern, folded.
+    leads: Vec<String>,
     /// The pattern each leading word starts, by the word's index.
     lead_pattern: Vec<usize>,
     /// The patterns, anchored at their start, with the words one of which a match contains.
@@ -94,7 +91,7 @@ impl Default for Injection {
             patterns.push((regex, contained.iter().map(|w| fold(w)).collect()));
         }
         Injection {
-            leads: NFA::new(&leads).expect("valid words"),
+            leads,
             lead_pattern,
             patterns,
         }
@@ -102,19 +99,22 @@ impl Default for Injection {
 }
 
 impl Injection {
-    /// Whether the normalised `folded` text holds one of the patterns.
-    pub fn is_match(&self, folded: &str) -> bool {
-        self.leads
-            .try_find_overlapping_iter(Input::new(folded))
-            .into_iter()
-            .flatten()
-            .filter(|m| starts_word(folded, m.start()))
-            .any(|m| {
-                let (regex, contained) = &self.patterns[self.lead_pattern[m.pattern().as_usize()]];
-                let end = boundary_before(folded, m.start() + MAX_MATCH_BYTES);
-                let span = &folded[m.start()..end];
-                contained.iter().any(|w| span.contains(w.as_str())) && regex.is_match(span)
-            })
+    /// The words one of which starts every match, folded: the automaton that scans the text
+    /// reports where each occurs.
+    pub fn leads(&self) -> &[String] {
+        &self.leads
+    }
+
+    /// Whether the leading word `lead` (an index into [`Injection::leads`]) found at `start`
+    /// of the normalised `folded` text begins a match of its pattern.
+    pub fn confirms(&self, folded: &str, lead: usize, start: usize) -> bool {
+        if !starts_word(folded, start) {
+            return false;
+        }
+        let (regex, contained) = &self.patterns[self.lead_pattern[lead]];
+        let end = boundary_before(folded, start + MAX_MATCH_BYTES);
+        let span = &folded[start..end];
+        contained.iter().any(|w| span.contains(w.as_str())) && regex.is_match(span)
     }
 }
 
@@ -137,6 +137,17 @@ fn boundary_before(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Injection {
+        /// Whether the normalised `folded` text holds one of the patterns.
+        fn is_match(&self, folded: &str) -> bool {
+            self.leads.iter().enumerate().any(|(lead, word)| {
+                folded
+                    .match_indices(word.as_str())
+                    .any(|(start, _)| self.confirms(folded, lead, start))
+            })
+        }
+    }
 
     #[test]
     fn every_pattern_catches_its_phrasings() {

@@ -13,12 +13,15 @@ pub const BACKEND: &str = "local";
 
 /// Deny lists compiled once per configuration.
 ///
-/// Deny words use the contiguous NFA of `aho-corasick` directly: it is what the crate picks
-/// for thousands of patterns anyway, and leaving out its other automata halves the code it
-/// adds to the wasm.
+/// One automaton finds the deny words and the leading words of the prompt-injection patterns
+/// in one pass over the text. It is the contiguous NFA of `aho-corasick`, used directly: it is
+/// what the crate picks for thousands of patterns anyway, and leaving out its other automata
+/// halves the code it adds to the wasm.
 #[derive(Debug, Default)]
 pub struct LocalChecker {
+    /// Deny words first (pattern ids below `deny_words`), then the injection leading words.
     words: Option<NFA>,
+    deny_words: usize,
     regexes: Vec<Regex>,
     injection: Option<Injection>,
 }
@@ -30,11 +33,16 @@ impl LocalChecker {
         regexes: &[String],
         prompt_injection: bool,
     ) -> Result<LocalChecker, (usize, String)> {
-        let folded: Vec<String> = words
+        let mut folded: Vec<String> = words
             .iter()
             .map(|w| fold(w.trim()))
             .filter(|w| !w.is_empty())
             .collect();
+        let deny_words = folded.len();
+        let injection = prompt_injection.then(Injection::default);
+        if let Some(injection) = &injection {
+            folded.extend_from_slice(injection.leads());
+        }
         let words = if folded.is_empty() {
             None
         } else {
@@ -45,9 +53,9 @@ impl LocalChecker {
             .enumerate()
             .map(|(i, r)| Regex::new(r).map_err(|e| (i, e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let injection = prompt_injection.then(Injection::default);
         Ok(LocalChecker {
             words,
+            deny_words,
             regexes,
             injection,
         })
@@ -64,23 +72,27 @@ impl LocalChecker {
             return None;
         }
         let folded = fold(text);
-        let word = self.words.as_ref().is_some_and(|nfa| {
-            matches!(
-                nfa.try_find(&Input::new(&folded).earliest(true)),
-                Ok(Some(_))
-            )
-        });
-        if word {
-            return Some(Finding::new(BACKEND, "deny_word"));
+        let injection = self.injection.as_ref().filter(|_| phase == Phase::Request);
+        let mut injected = false;
+        if let Some(nfa) = &self.words {
+            for found in nfa
+                .try_find_overlapping_iter(Input::new(&folded))
+                .into_iter()
+                .flatten()
+            {
+                let id = found.pattern().as_usize();
+                if id < self.deny_words {
+                    return Some(Finding::new(BACKEND, "deny_word"));
+                }
+                injected = injected
+                    || injection
+                        .is_some_and(|i| i.confirms(&folded, id - self.deny_words, found.start()));
+            }
         }
         if self.regexes.iter().any(|r| r.is_match(&folded)) {
             return Some(Finding::new(BACKEND, "deny_regex"));
         }
-        let injection = self.injection.as_ref().filter(|_| phase == Phase::Request);
-        if injection.is_some_and(|i| i.is_match(&folded)) {
-            return Some(Finding::new(BACKEND, "prompt_injection"));
-        }
-        None
+        injected.then(|| Finding::new(BACKEND, "prompt_injection"))
     }
 
     /// Characters a window must repeat from the previous one so that a deny word split across

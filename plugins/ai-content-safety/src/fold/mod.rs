@@ -22,17 +22,37 @@ pub fn fold(text: &str) -> String {
         text: String::with_capacity(text.len()),
         space: false,
     };
-    for c in text.chars() {
+    // Most characters fold to themselves (lower-case ASCII, most Chinese): runs of them are
+    // copied at once, and only the others go through the tables.
+    let mut run = 0;
+    let mut rest = text.char_indices();
+    while let Some((i, c)) = rest.next() {
+        if folds_to_itself(c) {
+            continue;
+        }
+        out.push_verbatim(&text[run..i]);
+        run = i + c.len_utf8();
         if c.is_ascii() {
             out.push_ascii(c);
         } else if is_unified_han(c) {
-            // Most of a Chinese text: nothing to decompose, ignore or lower-case.
+            // Nothing to decompose, ignore or lower-case.
             out.push_table_folded(c);
         } else if !is_ignorable(c) {
             decompose_compatible(c, |d| out.push_decomposed(d));
         }
     }
+    out.push_verbatim(&text[run..]);
     out.text
+}
+
+/// `c` is its own normalised form: ASCII that is neither a capital nor white space, and the
+/// Chinese characters no table holds.
+fn folds_to_itself(c: char) -> bool {
+    if c.is_ascii() {
+        !(c.is_ascii_uppercase() || c.is_ascii_whitespace() || c == '\u{b}')
+    } else {
+        is_unified_han(c) && !in_tables(c)
+    }
 }
 
 /// The end of `text` that holds its last `n` characters as matching sees them (characters
@@ -65,6 +85,13 @@ struct Folded {
 }
 
 impl Folded {
+    fn push_verbatim(&mut self, run: &str) {
+        if !run.is_empty() {
+            self.space = false;
+            self.text.push_str(run);
+        }
+    }
+
     fn push_ascii(&mut self, c: char) {
         if c.is_ascii_whitespace() || c == '\u{b}' {
             self.push_space();
@@ -123,9 +150,8 @@ impl Folded {
 
 fn simplified(c: char) -> char {
     let bmp = u16::try_from(u32::from(c)).ok().and_then(|key| {
-        let table = traditional::SIMPLIFIED_BMP;
-        let i = table.binary_search_by_key(&key, |&(t, _)| t).ok()?;
-        char::from_u32(u32::from(table[i].1))
+        let to = bmp_lookup(traditional::SIMPLIFIED_BMP, &SIMPLIFIED_BUCKETS, key)?;
+        char::from_u32(u32::from(to))
     });
     bmp.or_else(|| {
         let table = traditional::SIMPLIFIED_OTHERS;
@@ -150,6 +176,33 @@ fn prototype(c: char) -> Option<Prototype> {
             .filter(|p| p.is_ascii() || small.is_none())
             .or(small),
     }
+}
+
+/// Where each block of 256 code points starts in a sorted BMP table, so that a look-up
+/// searches one block (a few entries) instead of the whole table.
+type Buckets = [u16; 257];
+
+const SIMPLIFIED_BUCKETS: Buckets = buckets(traditional::SIMPLIFIED_BMP);
+const PROTOTYPE_BUCKETS: Buckets = buckets(confusables::PROTOTYPE_BMP);
+
+const fn buckets(table: &[(u16, u16)]) -> Buckets {
+    let mut starts = [0u16; 257];
+    let (mut block, mut i) = (0, 0);
+    while block <= 256 {
+        while i < table.len() && ((table[i].0 >> 8) as usize) < block {
+            i += 1;
+        }
+        starts[block] = i as u16;
+        block += 1;
+    }
+    starts
+}
+
+fn bmp_lookup(table: &[(u16, u16)], buckets: &Buckets, key: u16) -> Option<u16> {
+    let block = usize::from(key >> 8);
+    let entries = &table[usize::from(buckets[block])..usize::from(buckets[block + 1])];
+    let i = entries.binary_search_by_key(&key, |&(from, _)| from).ok()?;
+    Some(entries[i].1)
 }
 
 /// Whether `c` may be in a table: most characters are not, and skip the look-ups.
@@ -186,9 +239,8 @@ fn is_ignorable(c: char) -> bool {
 
 fn table_prototype(c: char) -> Option<Prototype> {
     let bmp = u16::try_from(u32::from(c)).ok().and_then(|key| {
-        let table = confusables::PROTOTYPE_BMP;
-        let i = table.binary_search_by_key(&key, |&(s, _)| s).ok()?;
-        char::from_u32(u32::from(table[i].1))
+        let to = bmp_lookup(confusables::PROTOTYPE_BMP, &PROTOTYPE_BUCKETS, key)?;
+        char::from_u32(u32::from(to))
     });
     bmp.map(Prototype::One).or_else(|| {
         let table = confusables::PROTOTYPES;
@@ -267,6 +319,18 @@ mod tests {
         assert_eq!(fold("無視規則"), fold("无视规则"));
         for &(traditional, simplified) in traditional::SIMPLIFIED_OTHERS {
             assert_eq!(super::simplified(traditional), simplified);
+        }
+    }
+
+    #[test]
+    fn bucketed_look_ups_find_every_entry() {
+        for table in [traditional::SIMPLIFIED_BMP, confusables::PROTOTYPE_BMP] {
+            let buckets = buckets(table);
+            for &(from, to) in table {
+                assert_eq!(bmp_lookup(table, &buckets, from), Some(to));
+            }
+            assert_eq!(bmp_lookup(table, &buckets, 0x41), None);
+            assert_eq!(bmp_lookup(table, &buckets, 0xffff), None);
         }
     }
 
