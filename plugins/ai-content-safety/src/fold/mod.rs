@@ -132,10 +132,10 @@ impl Folded {
 
     fn push_letter(&mut self, c: char) {
         self.space = false;
-        if is_han(c) {
-            self.text.push(c);
-        } else {
+        if has_case_mapping(c) {
             self.text.extend(c.to_lowercase());
+        } else {
+            self.text.push(c);
         }
     }
 
@@ -165,10 +165,14 @@ fn simplified(c: char) -> char {
 /// (Cyrillic `І` is `l`, its small letter `і` is `i`): the small letter's prototype wins when
 /// it is ASCII.
 fn prototype(c: char) -> Option<Prototype> {
-    let mut lower = c.to_lowercase();
-    let small = match (lower.next(), lower.next()) {
-        (Some(l), None) if l != c => table_prototype(l),
-        _ => None,
+    let small = if has_case_mapping(c) {
+        let mut lower = c.to_lowercase();
+        match (lower.next(), lower.next()) {
+            (Some(l), None) if l != c => table_prototype(l),
+            _ => None,
+        }
+    } else {
+        None
     };
     match small {
         Some(p) if p.is_ascii() => Some(p),
@@ -216,9 +220,12 @@ fn is_unified_han(c: char) -> bool {
     matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF)
 }
 
-/// CJK ideographs: they have no case to fold.
-fn is_han(c: char) -> bool {
-    matches!(c as u32, 0x3400..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF)
+/// Whether `c` may have a lower-case form: capitals and the title-case digraphs. Asked before
+/// `to_lowercase`, whose table search costs more than the rest of folding a character.
+fn has_case_mapping(c: char) -> bool {
+    c.is_uppercase()
+        || matches!(c as u32, 0x1C5 | 0x1C8 | 0x1CB | 0x1F2 | 0x1F88..=0x1F8F | 0x1F98..=0x1F9F
+            | 0x1FA8..=0x1FAF | 0x1FBC | 0x1FCC | 0x1FFC)
 }
 
 /// Combining diacritical marks: what makes `ó` of `o`.
@@ -319,6 +326,16 @@ mod tests {
         assert_eq!(fold("無視規則"), fold("无视规则"));
         for &(traditional, simplified) in traditional::SIMPLIFIED_OTHERS {
             assert_eq!(super::simplified(traditional), simplified);
+        }
+    }
+
+    #[test]
+    fn characters_said_to_have_no_case_mapping_have_none() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            if !has_case_mapping(c) {
+                let mut lower = c.to_lowercase();
+                assert_eq!((lower.next(), lower.next()), (Some(c), None), "{c:?}");
+            }
         }
     }
 
