@@ -420,9 +420,17 @@ fn an_access_token_fetched_at_run_time_never_reaches_clients() {
             .to_json(),
     );
     let _report = envoy.report_on_failure();
-    let reply = post_json(&envoy.url("/v1/chat/completions"), &chat("key-in-error"), &[]);
+    let reply = post_json(
+        &envoy.url("/v1/chat/completions"),
+        &chat("key-in-error"),
+        &[],
+    );
     assert_eq!(reply.status, 401, "{}", reply.text());
-    assert_eq!(tokens.count(), 1, "the provider was called with a fetched token");
+    assert_eq!(
+        tokens.count(),
+        1,
+        "the provider was called with a fetched token"
+    );
     let message = error_message(&reply);
     assert!(
         message.contains("Bearer [redacted]"),

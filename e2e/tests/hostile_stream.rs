@@ -59,7 +59,12 @@ fn fixture() -> &'static Fixture {
 /// Switches the named filters off on one route.
 fn disabled(filters: &[&str]) -> Value {
     let off = json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true});
-    Value::Object(filters.iter().map(|f| (f.to_string(), off.clone())).collect())
+    Value::Object(
+        filters
+            .iter()
+            .map(|f| (f.to_string(), off.clone()))
+            .collect(),
+    )
 }
 
 /// `/proxy/…` is sent as `/…` with the header the `proxy` route matches on.
@@ -80,7 +85,11 @@ fn ask(path: &str, shape: &str, pieces: usize) -> Streamed {
     post_stream_may_break(
         &f.envoy.url(path),
         &body,
-        &[(ENDLESS_HEADER, shape), ("x-mock-pieces", &pieces), ("x-route", route)],
+        &[
+            (ENDLESS_HEADER, shape),
+            ("x-mock-pieces", &pieces),
+            ("x-route", route),
+        ],
     )
 }
 
@@ -90,35 +99,60 @@ fn assert_openai_error_end(reply: &Streamed, what: &str) {
     let _report = fixture().envoy.report_on_failure();
     assert_eq!(reply.status, 200, "{what}");
     let data = reply.data();
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{what}: {:?}", tail(reply));
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "{what}: {:?}",
+        tail(reply)
+    );
     let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap_or(Value::Null);
-    assert_eq!(error["error"]["code"], "event_too_large", "{what}: {:?}", tail(reply));
+    assert_eq!(
+        error["error"]["code"],
+        "event_too_large",
+        "{what}: {:?}",
+        tail(reply)
+    );
     assert!(
         reply.body.len() < 64 << 10,
         "{what}: {} bytes reached the client",
         reply.body.len()
     );
     assert!(
-        !data.iter().any(|d| d.contains("\"finish_reason\":\"stop\"")),
+        !data
+            .iter()
+            .any(|d| d.contains("\"finish_reason\":\"stop\"")),
         "{what}: the cut stream looks complete"
     );
 }
 
 fn tail(reply: &Streamed) -> String {
     let text = String::from_utf8_lossy(&reply.body);
-    text.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect()
+    text.chars()
+        .rev()
+        .take(400)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 #[test]
 fn a_never_ending_event_ends_the_chain_with_an_error() {
-    assert_openai_error_end(&ask("/chain/v1/chat/completions", "never-ends", 200), "chain");
+    assert_openai_error_end(
+        &ask("/chain/v1/chat/completions", "never-ends", 200),
+        "chain",
+    );
     let f = fixture();
-    f.envoy.wait_for_stats("the oversized event is counted", |stats| {
-        stats
-            .iter()
-            .any(|(k, v)| k.contains("stream_events_too_large") && *v >= 1)
-    });
-    assert!(f.envoy.log().contains("maxEventBytes"), "no log line names the bound");
+    f.envoy
+        .wait_for_stats("the oversized event is counted", |stats| {
+            stats
+                .iter()
+                .any(|(k, v)| k.contains("stream_events_too_large") && *v >= 1)
+        });
+    assert!(
+        f.envoy.log().contains("maxEventBytes"),
+        "no log line names the bound"
+    );
 }
 
 #[test]
@@ -129,19 +163,31 @@ fn anthropic_clients_get_an_error_event() {
     let (kind, data) = events.last().expect("events");
     assert_eq!(kind, "error", "{}", tail(&reply));
     assert_eq!(data["type"], "error");
-    assert!(data["error"]["message"].as_str().unwrap_or("").contains("maxEventBytes"));
+    assert!(data["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("maxEventBytes"));
 }
 
 #[test]
 fn a_huge_complete_event_is_not_dropped_silently() {
     assert_openai_error_end(&ask("/chain/v1/chat/completions", "huge", 0), "chain, huge");
-    assert_openai_error_end(&ask("/proxy/v1/chat/completions", "huge", 0), "ai-proxy alone, huge");
+    assert_openai_error_end(
+        &ask("/proxy/v1/chat/completions", "huge", 0),
+        "ai-proxy alone, huge",
+    );
 }
 
 #[test]
 fn each_plugin_that_holds_events_is_bounded_alone() {
-    assert_openai_error_end(&ask("/safety/v1/chat/completions", "never-ends", 200), "content safety");
-    assert_openai_error_end(&ask("/proxy/v1/chat/completions", "never-ends", 200), "ai-proxy alone");
+    assert_openai_error_end(
+        &ask("/safety/v1/chat/completions", "never-ends", 200),
+        "content safety",
+    );
+    assert_openai_error_end(
+        &ask("/proxy/v1/chat/completions", "never-ends", 200),
+        "ai-proxy alone",
+    );
 }
 
 #[test]
@@ -153,10 +199,15 @@ fn four_endless_streams_keep_envoy_memory_bounded() {
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let path = if i % 2 == 0 { "/safety/" } else { "/chain/" };
-                std::thread::spawn(move || ask(&format!("{path}v1/chat/completions"), "never-ends", 200))
+                std::thread::spawn(move || {
+                    ask(&format!("{path}v1/chat/completions"), "never-ends", 200)
+                })
             })
             .collect();
-        threads.into_iter().map(|t| t.join().expect("stream")).collect::<Vec<_>>()
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("stream"))
+            .collect::<Vec<_>>()
     });
     for reply in &replies {
         assert_openai_error_end(reply, "parallel stream");

@@ -164,7 +164,13 @@ impl EventBound {
                 let longest = chunk[..=last]
                     .split(|&b| b == b'\n')
                     .enumerate()
-                    .map(|(n, line)| if n == 0 { self.partial + line.len() } else { line.len() })
+                    .map(|(n, line)| {
+                        if n == 0 {
+                            self.partial + line.len()
+                        } else {
+                            line.len()
+                        }
+                    })
                     .max()
                     .unwrap_or(0);
                 if longest > self.limit {
@@ -252,9 +258,11 @@ pub fn stream_error_tail(api: ClientApi, limit: usize, after_partial: bool) -> V
             crate::sse::write_data(&mut out, &err.to_openai_json().to_string());
             out.extend_from_slice(crate::sse::DONE);
         }
-        ClientApi::Anthropic => {
-            crate::sse::write_event(&mut out, Some("error"), &err.to_anthropic_json().to_string())
-        }
+        ClientApi::Anthropic => crate::sse::write_event(
+            &mut out,
+            Some("error"),
+            &err.to_anthropic_json().to_string(),
+        ),
     }
     out
 }
@@ -293,7 +301,11 @@ mod tests {
         }
         body.extend_from_slice(b"data: a\r\n\r\ndata: b\r\rdata: [DONE]\n\n");
         for step in 1..body.len() {
-            assert_eq!(trip_point(Framing::Sse, 100, &body, step), None, "step {step}");
+            assert_eq!(
+                trip_point(Framing::Sse, 100, &body, step),
+                None,
+                "step {step}"
+            );
         }
     }
 
@@ -304,10 +316,16 @@ mod tests {
         body.extend_from_slice(b"data: ");
         body.extend(std::iter::repeat_n(b'y', 500));
         for step in [1, 7, 64] {
-            assert!(trip_point(Framing::Sse, 100, &body, step).is_some(), "step {step}");
+            assert!(
+                trip_point(Framing::Sse, 100, &body, step).is_some(),
+                "step {step}"
+            );
         }
         // In one chunk, the complete event before the oversized one is kept.
-        assert_eq!(trip_point(Framing::Sse, 100, &body, body.len()), Some(start));
+        assert_eq!(
+            trip_point(Framing::Sse, 100, &body, body.len()),
+            Some(start)
+        );
     }
 
     #[test]
@@ -326,7 +344,10 @@ mod tests {
         let mut bad = ok.clone();
         bad.extend(std::iter::repeat_n(b'z', 11));
         assert!(trip_point(Framing::Lines, 10, &bad, 3).is_some());
-        assert_eq!(trip_point(Framing::Lines, 10, &bad, bad.len()), Some(ok.len()));
+        assert_eq!(
+            trip_point(Framing::Lines, 10, &bad, bad.len()),
+            Some(ok.len())
+        );
         let mut long_inside = b"{}\n".to_vec();
         long_inside.extend(std::iter::repeat_n(b'z', 30));
         long_inside.extend_from_slice(b"\n{}\n");
@@ -345,14 +366,21 @@ mod tests {
             ok.extend(frame(total));
         }
         for step in 1..ok.len() {
-            assert_eq!(trip_point(Framing::EventStream, 100, &ok, step), None, "step {step}");
+            assert_eq!(
+                trip_point(Framing::EventStream, 100, &ok, step),
+                None,
+                "step {step}"
+            );
         }
         let mut bad = ok.clone();
         bad.extend_from_slice(&u32::MAX.to_be_bytes());
         for step in [1, 3, 50] {
             assert!(trip_point(Framing::EventStream, 100, &bad, step).is_some());
         }
-        assert_eq!(trip_point(Framing::EventStream, 100, &bad, bad.len()), Some(ok.len()));
+        assert_eq!(
+            trip_point(Framing::EventStream, 100, &bad, bad.len()),
+            Some(ok.len())
+        );
     }
 
     #[test]
@@ -361,8 +389,14 @@ mod tests {
         assert_eq!(configured(Some(4096)), Ok(4096));
         assert!(configured(Some(10)).is_err());
         assert!(configured(Some(1 << 30)).is_err());
-        assert_eq!(framing_of("application/x-ndjson; charset=utf-8"), Framing::Lines);
-        assert_eq!(framing_of("application/vnd.amazon.eventstream"), Framing::EventStream);
+        assert_eq!(
+            framing_of("application/x-ndjson; charset=utf-8"),
+            Framing::Lines
+        );
+        assert_eq!(
+            framing_of("application/vnd.amazon.eventstream"),
+            Framing::EventStream
+        );
         assert_eq!(framing_of("text/event-stream"), Framing::Sse);
     }
 
@@ -382,9 +416,13 @@ mod tests {
         assert!(openai.ends_with("data: [DONE]\n\n"));
         let anthropic =
             String::from_utf8(stream_error_tail(ClientApi::Anthropic, 4096, false)).unwrap();
-        let data: serde_json::Value =
-            serde_json::from_str(anthropic.strip_prefix("event: error\ndata: ").unwrap().trim())
-                .unwrap();
+        let data: serde_json::Value = serde_json::from_str(
+            anthropic
+                .strip_prefix("event: error\ndata: ")
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
         assert_eq!(data["type"], "error");
         assert_eq!(data["error"]["type"], "api_error");
     }

@@ -407,7 +407,10 @@ mod tests {
         let mut c = TokenCounts::new(5, 1, 0);
         c.merge(&TokenCounts::from_json(&json!({"usage": {"output_tokens": 2.5}})).unwrap());
         assert!(c.malformed);
-        assert!(c.to_openai().is_none(), "malformed counts are not passed on as zeros");
+        assert!(
+            c.to_openai().is_none(),
+            "malformed counts are not passed on as zeros"
+        );
     }
 
     #[test]

@@ -35,9 +35,15 @@ impl Provider for EndlessMock {
                 ]
             }
             _ => std::iter::once((Duration::ZERO, Bytes::from_static(ROLE_CHUNK)))
-                .chain(std::iter::once((Duration::ZERO, Bytes::from_static(OPEN_CONTENT))))
+                .chain(std::iter::once((
+                    Duration::ZERO,
+                    Bytes::from_static(OPEN_CONTENT),
+                )))
                 .chain((0..pieces).map(|_| (Duration::from_millis(10), text.clone())))
-                .chain(std::iter::once((Duration::ZERO, Bytes::from_static(CLOSE_CONTENT))))
+                .chain(std::iter::once((
+                    Duration::ZERO,
+                    Bytes::from_static(CLOSE_CONTENT),
+                )))
                 .collect(),
         };
         Reply::event_stream(&[], body)

@@ -364,15 +364,17 @@ impl HttpContext for SafetyStream {
         }
         if is_event_stream(content_type) {
             let restorer = e.vault.clone().filter(|_| restore).map(StreamRestore::new);
-            e.response = Response::Stream(Box::new(StreamHold::new(
-                e.config.windows,
-                e.config.checks_response(),
-                e.config.deny_message.clone(),
-                Identity::local(host::now_ms() / 1000),
-                restorer,
-                e.config.unparsable,
-            )
-            .bounded(e.config.max_event_bytes)));
+            e.response = Response::Stream(Box::new(
+                StreamHold::new(
+                    e.config.windows,
+                    e.config.checks_response(),
+                    e.config.deny_message.clone(),
+                    Identity::local(host::now_ms() / 1000),
+                    restorer,
+                    e.config.unparsable,
+                )
+                .bounded(e.config.max_event_bytes),
+            ));
         } else if is_json(content_type) {
             e.response = Response::Whole { len: 0 };
         } else {
@@ -409,7 +411,11 @@ impl HttpContext for SafetyStream {
                 let step = hold.on_body(&mut body, end_of_stream, host::now_ms());
                 if hold.take_overflow() {
                     log::warn!("{PLUGIN}: a stream event passed maxEventBytes ({} bytes); the stream was ended with an error", e.config.max_event_bytes);
-                    self.shared.count(&record::route_series(&e.route), "stream_events_too_large", 1);
+                    self.shared.count(
+                        &record::route_series(&e.route),
+                        "stream_events_too_large",
+                        1,
+                    );
                 }
                 match e.run_stream(&self.shared, step, false) {
                     Flow::Held => {

@@ -489,7 +489,6 @@ fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Callou
     }
 }
 
-
 /// Filter state where an upstream instance keeps the client's path once it has rewritten
 /// `:path`. Filter state, not a header: a client can send any header, and the provider would
 /// receive it.
@@ -703,7 +702,9 @@ impl Exchange {
     }
 
     fn provider_id(&self) -> &str {
-        self.provider.as_ref().map_or("none", |(p, _)| p.id.as_str())
+        self.provider
+            .as_ref()
+            .map_or("none", |(p, _)| p.id.as_str())
     }
 
     /// The provider sent an event past `maxEventBytes`: what came before it is translated, then
