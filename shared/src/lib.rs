@@ -18,11 +18,15 @@ pub mod redact;
 pub mod rules;
 pub mod sign;
 pub mod sse;
+pub mod stage;
+pub mod store;
 pub mod usage;
 pub mod webdis;
 
 #[cfg(feature = "host")]
 pub mod host;
+#[cfg(feature = "host")]
+pub mod runner;
 
 #[cfg(test)]
 mod testutil;

@@ -1,6 +1,7 @@
 //! One finished request: its log record and the metric samples it adds.
 
 use aigw_shared::metrics::series_prefix;
+pub use aigw_shared::stage::MetricKind as Kind;
 use aigw_shared::usage::TokenCounts;
 use serde::Serialize;
 
@@ -16,12 +17,6 @@ pub struct Record {
     pub duration_ms: u64,
     /// Time to the first output token, for streams.
     pub first_token_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Histogram,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,22 @@ pub fn load_rules_ignoring<T>(
     ignored: &[(&str, &str)],
     parse: impl Fn(&serde_json::Map<String, serde_json::Value>) -> Result<T, crate::rules::ConfigError>,
 ) -> Option<crate::rules::RuleSet<T>> {
+    let json = plugin_configuration(plugin, ignored)?;
+    match crate::rules::RuleSet::parse(&json, parse) {
+        Ok(rules) => {
+            log::info!("{plugin}: configured with {} rules", rules.rule_count());
+            Some(rules)
+        }
+        Err(err) => {
+            log::error!("{plugin}: invalid configuration: {err}");
+            None
+        }
+    }
+}
+
+/// The plugin configuration as JSON (empty means `null`), with the keys in `ignored` removed
+/// and each one found named in a warning. `None` (logged) when it is not JSON.
+pub fn plugin_configuration(plugin: &str, ignored: &[(&str, &str)]) -> Option<serde_json::Value> {
     let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .ok()
         .flatten()
@@ -42,16 +58,7 @@ pub fn load_rules_ignoring<T>(
     for (key, why) in crate::rules::strip_ignored_keys(&mut json, ignored) {
         log::warn!("{plugin}: config key `{key}` is ignored: {why}");
     }
-    match crate::rules::RuleSet::parse(&json, parse) {
-        Ok(rules) => {
-            log::info!("{plugin}: configured with {} rules", rules.rule_count());
-            Some(rules)
-        }
-        Err(err) => {
-            log::error!("{plugin}: invalid configuration: {err}");
-            None
-        }
-    }
+    Some(json)
 }
 
 /// The `_rules_` config for the current request, `None` when no rule and no global config

@@ -1,0 +1,25 @@
+//! The only proxy-wasm glue: a root context that configures the plugins, runs their ticks on
+//! one clock and flushes their metrics, and an HTTP context that reads each thing once (the
+//! request body, the response head and chunks) and runs the stages on it, in order on the way
+//! in and in reverse on the way out, applying the effects they return.
+//!
+//! A plugin's `lib.rs` is one line: `aigw_shared::runner::main!(|| vec![Box::new(MyPlugin)])`.
+
+mod env;
+mod root;
+mod stream;
+
+pub use root::Root;
+
+/// The `main` of a plugin module: a runner over the plugins `$make` returns, in chain order.
+#[macro_export]
+macro_rules! runner_main {
+    ($make:expr) => {
+        proxy_wasm::main! {{
+            proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+            proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+                Box::new($crate::runner::Root::new($make()))
+            });
+        }}
+    };
+}

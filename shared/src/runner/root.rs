@@ -1,0 +1,187 @@
+//! The root context: configuration, the one clock, callouts asked for on a tick.
+
+use super::env::{apply, HostEnv};
+use super::stream::Stream;
+use crate::callout::Outcome;
+use crate::host::{self, Metrics, METRICS_FLUSH_PERIOD};
+use crate::stage::{Configured, Effects, Plugin};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A plugin and what the runner keeps for it.
+pub struct Slot {
+    pub plugin: RefCell<Box<dyn Plugin>>,
+    pub metrics: RefCell<Metrics>,
+    tick: Cell<Option<Duration>>,
+    next_tick_ms: Cell<u64>,
+}
+
+impl Slot {
+    pub fn name(&self) -> &'static str {
+        self.plugin.borrow().name()
+    }
+}
+
+/// What the root and the streams of one worker share.
+pub struct Worker {
+    pub slots: Vec<Slot>,
+}
+
+pub struct Root {
+    worker: Rc<Worker>,
+    configured: bool,
+    /// Callouts asked for on a tick: token → (slot, the plugin's tag).
+    callouts: HashMap<u32, (usize, u32)>,
+    next_flush_ms: u64,
+}
+
+impl Root {
+    /// A runner over `plugins`, in chain order.
+    pub fn new(plugins: Vec<Box<dyn Plugin>>) -> Root {
+        let slots = plugins
+            .into_iter()
+            .map(|plugin| Slot {
+                metrics: RefCell::new(Metrics::new(plugin.metrics_owner(), 0)),
+                plugin: RefCell::new(plugin),
+                tick: Cell::new(None),
+                next_tick_ms: Cell::new(0),
+            })
+            .collect();
+        Root {
+            worker: Rc::new(Worker { slots }),
+            configured: false,
+            callouts: HashMap::new(),
+            next_flush_ms: 0,
+        }
+    }
+
+    fn configure_slot(slot: &Slot) -> Option<Configured> {
+        let mut plugin = slot.plugin.borrow_mut();
+        let name = plugin.name();
+        let json = host::plugin_configuration(name, plugin.ignored_keys())?;
+        match plugin.configure(&json) {
+            Ok(configured) => {
+                log::info!("{name}: configured with {} rules", configured.rules);
+                Some(configured)
+            }
+            Err(err) => {
+                log::error!("{name}: invalid configuration: {err}");
+                None
+            }
+        }
+    }
+
+    fn flush(&self) {
+        for slot in &self.worker.slots {
+            slot.metrics.borrow_mut().flush();
+        }
+    }
+
+    /// Dispatches the callouts of `effects` for the plugin in `slot` and applies the rest; a
+    /// callout Envoy refuses at once is answered at once as unreachable.
+    fn settle(&mut self, index: usize, mut effects: Effects) {
+        loop {
+            let slot = &self.worker.slots[index];
+            apply(slot.name(), &mut effects, &mut slot.metrics.borrow_mut());
+            let mut refused = Vec::new();
+            for (tag, callout) in std::mem::take(&mut effects.callouts) {
+                match host::dispatch(&callout) {
+                    Ok(token) => {
+                        self.callouts.insert(token, (index, tag));
+                    }
+                    Err(why) => refused.push((tag, why)),
+                }
+            }
+            if refused.is_empty() {
+                return;
+            }
+            let mut plugin = slot.plugin.borrow_mut();
+            for (tag, why) in refused {
+                plugin.on_callout(&HostEnv, &mut effects, tag, Outcome::Unreachable(why));
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let Some((index, tag)) = self.callouts.remove(&token) else {
+            return;
+        };
+        let outcome = host::callout_response(body_size);
+        let mut effects = Effects::default();
+        self.worker.slots[index].plugin.borrow_mut().on_callout(
+            &HostEnv,
+            &mut effects,
+            tag,
+            outcome,
+        );
+        self.settle(index, effects);
+    }
+
+    /// The plugin is being replaced (a swap) or Envoy stops: write the counters summed since
+    /// the last flush, or they would be lost with the VM.
+    fn on_done(&mut self) -> bool {
+        self.flush();
+        true
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let mut period = METRICS_FLUSH_PERIOD;
+        for slot in &self.worker.slots {
+            let Some(configured) = Root::configure_slot(slot) else {
+                return false;
+            };
+            let mut metrics = slot.metrics.borrow_mut();
+            metrics.flush();
+            *metrics = Metrics::new(
+                slot.plugin.borrow().metrics_owner(),
+                configured.max_metric_series,
+            );
+            slot.tick.set(configured.tick);
+            if let Some(tick) = configured.tick {
+                period = period.min(tick);
+            }
+        }
+        self.configured = true;
+        let _ = hostcalls::set_tick_period(period);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = host::now_ms();
+        for index in 0..self.worker.slots.len() {
+            let slot = &self.worker.slots[index];
+            let Some(tick) = slot.tick.get() else {
+                continue;
+            };
+            if now < slot.next_tick_ms.get() {
+                continue;
+            }
+            slot.next_tick_ms.set(now + tick.as_millis() as u64);
+            let mut effects = Effects::default();
+            slot.plugin.borrow_mut().on_tick(&HostEnv, &mut effects);
+            self.settle(index, effects);
+        }
+        if now >= self.next_flush_ms {
+            self.next_flush_ms = now + METRICS_FLUSH_PERIOD.as_millis() as u64;
+            self.flush();
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.configured
+            .then(|| Box::new(Stream::new(self.worker.clone())) as Box<dyn HttpContext>)
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,411 @@
+//! The HTTP context: one per request, running the stages that apply to it.
+
+use super::env::{apply, HostEnv};
+use super::root::Worker;
+use crate::callout::Outcome;
+use crate::host;
+use crate::stage::{
+    BodyUse, Cx, Effects, Reply, RequestBody, ResponseChunk, ResponseHead, Stage, Step,
+};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    RequestHeaders { end: bool },
+    RequestBody,
+    ResponseHeaders { end: bool },
+    ResponseBody,
+}
+
+impl Phase {
+    fn is_request(self) -> bool {
+        matches!(self, Phase::RequestHeaders { .. } | Phase::RequestBody)
+    }
+}
+
+/// How a run of the stages over one phase ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    /// Every stage let it through.
+    Done,
+    /// A stage holds it until its callout answers.
+    Paused,
+    /// A stage answered locally.
+    Replied,
+}
+
+pub struct Stream {
+    worker: Rc<Worker>,
+    /// The stages that apply to this request, in chain order, with their plugin's slot.
+    stages: Vec<(usize, Box<dyn Stage>)>,
+    body_use: BodyUse,
+    /// The request body read so far (`BodyUse::Read`), `None` once past every limit.
+    body_read: Option<Vec<u8>>,
+    body_len: usize,
+    request_body: Option<RequestBody>,
+    /// Bytes of the buffered body the stages' version replaces.
+    request_body_size: usize,
+    head: Option<ResponseHead>,
+    chunk: Option<ResponseChunk>,
+    chunk_size: usize,
+    /// Callouts in flight: token → (stage position, the stage's tag).
+    callouts: HashMap<u32, (usize, u32)>,
+    /// The phase a stage holds, and the step of the run it holds it at.
+    paused: Option<(Phase, usize)>,
+    /// The stage that answered locally: it and the stages after it never see the response.
+    replied_by: Option<usize>,
+    done: bool,
+}
+
+impl Stream {
+    pub fn new(worker: Rc<Worker>) -> Stream {
+        Stream {
+            worker,
+            stages: Vec::new(),
+            body_use: BodyUse::None,
+            body_read: Some(Vec::new()),
+            body_len: 0,
+            request_body: None,
+            request_body_size: 0,
+            head: None,
+            chunk: None,
+            chunk_size: 0,
+            callouts: HashMap::new(),
+            paused: None,
+            replied_by: None,
+            done: false,
+        }
+    }
+
+    /// How many stages a phase runs over: on the way out, only those before a local reply.
+    fn reach(&self, phase: Phase) -> usize {
+        if phase.is_request() {
+            self.stages.len()
+        } else {
+            self.replied_by.unwrap_or(self.stages.len())
+        }
+    }
+
+    /// The position of the stage at `step` of a run: in order on the way in, in reverse on
+    /// the way out.
+    fn position(&self, phase: Phase, step: usize) -> usize {
+        if phase.is_request() {
+            step
+        } else {
+            self.reach(phase) - 1 - step
+        }
+    }
+
+    /// Runs the stages over `phase` from `step` on.
+    fn run(&mut self, phase: Phase, from: usize) -> Flow {
+        for step in from..self.reach(phase) {
+            let position = self.position(phase, step);
+            match self.call(phase, position) {
+                Step::Continue => {}
+                Step::Hold => {
+                    self.paused = Some((phase, step));
+                    return Flow::Paused;
+                }
+                Step::Respond(reply) => {
+                    send(&reply);
+                    self.replied_by = Some(position);
+                    return Flow::Replied;
+                }
+            }
+        }
+        self.finish_phase(phase);
+        Flow::Done
+    }
+
+    fn call(&mut self, phase: Phase, position: usize) -> Step {
+        let mut effects = Effects::default();
+        let mut cx = Cx {
+            env: &HostEnv,
+            effects: &mut effects,
+        };
+        let stage = &mut self.stages[position].1;
+        let step = match phase {
+            Phase::RequestHeaders { end } => stage.on_request_headers(&mut cx, end),
+            Phase::RequestBody => match self.request_body.as_mut() {
+                Some(body) => stage.on_request_body(&mut cx, body),
+                None => Step::Continue,
+            },
+            Phase::ResponseHeaders { end } => match self.head.as_ref() {
+                Some(head) => stage.on_response_headers(&mut cx, head, end),
+                None => Step::Continue,
+            },
+            Phase::ResponseBody => match self.chunk.as_mut() {
+                Some(chunk) if stage.wants_response_body() => {
+                    stage.on_response_body(&mut cx, chunk)
+                }
+                _ => Step::Continue,
+            },
+        };
+        self.settle(position, effects, step)
+    }
+
+    /// Applies a stage's effects and sends its callouts. A callout Envoy refuses at once is
+    /// answered at once as unreachable; when the stage was holding for it, what it answers
+    /// then is its step.
+    fn settle(&mut self, position: usize, mut effects: Effects, mut step: Step) -> Step {
+        loop {
+            let slot = &self.worker.slots[self.stages[position].0];
+            apply(slot.name(), &mut effects, &mut slot.metrics.borrow_mut());
+            let mut refused = Vec::new();
+            for (tag, callout) in std::mem::take(&mut effects.callouts) {
+                match host::dispatch(&callout) {
+                    Ok(token) => {
+                        self.callouts.insert(token, (position, tag));
+                    }
+                    Err(why) => refused.push((tag, why)),
+                }
+            }
+            if refused.is_empty() {
+                return step;
+            }
+            let stage = &mut self.stages[position].1;
+            for (tag, why) in refused {
+                let mut cx = Cx {
+                    env: &HostEnv,
+                    effects: &mut effects,
+                };
+                let answered = stage.on_callout(&mut cx, tag, Outcome::Unreachable(why));
+                if step == Step::Hold {
+                    step = answered;
+                }
+            }
+        }
+    }
+
+    /// What follows a phase every stage let through: the bodies they changed go back to Envoy.
+    fn finish_phase(&mut self, phase: Phase) {
+        match phase {
+            Phase::RequestHeaders { .. } => {
+                self.body_use = self
+                    .stages
+                    .iter()
+                    .fold(BodyUse::None, |all, (_, s)| all.and(s.request_body_use()));
+            }
+            Phase::RequestBody => {
+                let Some(body) = self.request_body.as_mut().filter(|b| b.is_changed()) else {
+                    return;
+                };
+                if matches!(self.body_use, BodyUse::Change { .. }) {
+                    let bytes = body.take_bytes();
+                    if let Err(status) = host::set_request_body(0, self.request_body_size, &bytes) {
+                        log::warn!("could not replace the request body: host status {status}");
+                    }
+                } else {
+                    log::warn!("a stage changed a request body it only asked to read");
+                }
+            }
+            Phase::ResponseHeaders { end } => {
+                if end {
+                    self.end_response();
+                }
+            }
+            Phase::ResponseBody => {
+                let Some(chunk) = self.chunk.take() else {
+                    return;
+                };
+                let end = chunk.end;
+                if chunk.is_changed() {
+                    if let Err(status) =
+                        host::set_response_body(0, self.chunk_size, &chunk.into_bytes())
+                    {
+                        log::warn!("could not replace the response body: host status {status}");
+                    }
+                }
+                if end {
+                    self.end_response();
+                }
+            }
+        }
+    }
+
+    /// Tells the stages that see the response that it has ended, in reverse order.
+    fn end_response(&mut self) {
+        for step in 0..self.reach(Phase::ResponseBody) {
+            let position = self.position(Phase::ResponseBody, step);
+            let mut effects = Effects::default();
+            let mut cx = Cx {
+                env: &HostEnv,
+                effects: &mut effects,
+            };
+            self.stages[position].1.on_response_end(&mut cx);
+            self.settle(position, effects, Step::Continue);
+        }
+    }
+
+    fn action(flow: Flow) -> Action {
+        match flow {
+            Flow::Done => Action::Continue,
+            Flow::Paused | Flow::Replied => Action::Pause,
+        }
+    }
+
+    fn on_request_body_end(&mut self) -> Action {
+        let body = match self.body_use {
+            BodyUse::None => return Action::Continue,
+            BodyUse::Read { .. } => RequestBody::new(self.body_read.take(), self.body_len),
+            BodyUse::Change { max_bytes } => {
+                let bytes = (self.request_body_size <= max_bytes)
+                    .then(|| host::request_body(self.request_body_size).unwrap_or_default());
+                RequestBody::new(bytes, self.request_body_size)
+            }
+        };
+        self.request_body = Some(body);
+        Stream::action(self.run(Phase::RequestBody, 0))
+    }
+}
+
+impl Context for Stream {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let Some((position, tag)) = self.callouts.remove(&token) else {
+            return;
+        };
+        let outcome = host::callout_response(body_size);
+        let mut effects = Effects::default();
+        let mut cx = Cx {
+            env: &HostEnv,
+            effects: &mut effects,
+        };
+        let step = self.stages[position].1.on_callout(&mut cx, tag, outcome);
+        let step = self.settle(position, effects, step);
+        let Some((phase, held_at)) = self.paused else {
+            if step != Step::Continue {
+                log::warn!("a stage answered a callout it was not holding the stream for");
+            }
+            return;
+        };
+        if self.position(phase, held_at) != position {
+            return;
+        }
+        let flow = match step {
+            Step::Hold => return,
+            Step::Continue => {
+                self.paused = None;
+                self.run(phase, held_at + 1)
+            }
+            Step::Respond(reply) => {
+                self.paused = None;
+                self.replied_by = Some(position);
+                send(&reply);
+                Flow::Replied
+            }
+        };
+        if flow == Flow::Done {
+            if phase.is_request() {
+                host::resume_request();
+            } else {
+                host::resume_response();
+            }
+        }
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.stages = self
+            .worker
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| Some((index, slot.plugin.borrow().stage(&HostEnv)?)))
+            .collect();
+        if self.stages.is_empty() {
+            return Action::Continue;
+        }
+        Stream::action(self.run(Phase::RequestHeaders { end: end_of_stream }, 0))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.replied_by.is_some() {
+            return Action::Pause;
+        }
+        match self.body_use {
+            BodyUse::None => return Action::Continue,
+            BodyUse::Read { max_bytes } => {
+                self.body_len += body_size;
+                if let Some(read) = self.body_read.as_mut() {
+                    if self.body_len > max_bytes {
+                        self.body_read = None;
+                    } else if body_size > 0 {
+                        read.extend(host::request_body(body_size).unwrap_or_default());
+                    }
+                }
+            }
+            BodyUse::Change { .. } => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                self.request_body_size = body_size;
+            }
+        }
+        if end_of_stream {
+            self.on_request_body_end()
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let phase = Phase::ResponseHeaders { end: end_of_stream };
+        if self.reach(phase) == 0 {
+            return Action::Continue;
+        }
+        self.head = Some(ResponseHead {
+            headers: host::response_headers(),
+        });
+        Stream::action(self.run(phase, 0))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let reach = self.reach(Phase::ResponseBody);
+        if !self.stages[..reach]
+            .iter()
+            .any(|(_, s)| s.wants_response_body())
+        {
+            if end_of_stream {
+                self.end_response();
+            }
+            return Action::Continue;
+        }
+        let bytes = if body_size > 0 {
+            host::response_body(body_size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.chunk = Some(ResponseChunk::new(bytes, end_of_stream));
+        self.chunk_size = body_size;
+        Stream::action(self.run(Phase::ResponseBody, 0))
+    }
+
+    fn on_log(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        for position in 0..self.stages.len() {
+            let mut effects = Effects::default();
+            let mut cx = Cx {
+                env: &HostEnv,
+                effects: &mut effects,
+            };
+            self.stages[position].1.on_done(&mut cx);
+            // Callouts asked for now have no stream to come back to; they still go out.
+            self.settle(position, effects, Step::Continue);
+        }
+    }
+}
+
+fn send(reply: &Reply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    host::send_response(reply.status, &headers, &reply.body);
+}
