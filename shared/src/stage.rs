@@ -24,6 +24,8 @@ pub trait Env {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// A request header (lower-case name), as the stages before this one left it.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// Every request header, in one read.
+    fn request_headers(&self) -> Vec<(String, String)>;
     /// Envoy shared data: every worker of this Envoy.
     fn store(&self) -> &dyn Store;
 
@@ -402,6 +404,10 @@ pub trait Plugin {
     /// metrics); only when [`Configured::tick`] asked for it.
     fn on_tick(&mut self, _env: &dyn Env, _effects: &mut Effects) {}
 
+    /// The plugin is being replaced (a swap) or Envoy stops: the last chance to send what
+    /// waits for the next tick.
+    fn on_stop(&mut self, _env: &dyn Env, _effects: &mut Effects) {}
+
     /// The answer to a callout asked for on a tick.
     fn on_callout(&mut self, _env: &dyn Env, _effects: &mut Effects, _tag: u32, _outcome: Outcome) {
     }
@@ -468,6 +474,10 @@ impl Env for FakeEnv {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.request_headers.clone()
     }
 
     fn store(&self) -> &dyn Store {

@@ -25,6 +25,10 @@ impl Env for HostEnv {
         host::request_header(name)
     }
 
+    fn request_headers(&self) -> Vec<(String, String)> {
+        host::request_headers()
+    }
+
     fn store(&self) -> &dyn Store {
         &HostStore
     }

@@ -127,6 +127,14 @@ impl Context for Root {
     /// The plugin is being replaced (a swap) or Envoy stops: write the counters summed since
     /// the last flush, or they would be lost with the VM.
     fn on_done(&mut self) -> bool {
+        for index in 0..self.worker.slots.len() {
+            let mut effects = Effects::default();
+            self.worker.slots[index]
+                .plugin
+                .borrow_mut()
+                .on_stop(&HostEnv, &mut effects);
+            self.settle(index, effects);
+        }
         self.flush();
         true
     }
