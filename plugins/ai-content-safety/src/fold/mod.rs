@@ -223,7 +223,8 @@ fn is_unified_han(c: char) -> bool {
 /// Whether `c` may have a lower-case form: capitals and the title-case digraphs. Asked before
 /// `to_lowercase`, whose table search costs more than the rest of folding a character.
 fn has_case_mapping(c: char) -> bool {
-    c.is_uppercase()
+    // Chinese characters first: they are most of what reaches here, and have no case.
+    !is_unified_han(c) && c.is_uppercase()
         || matches!(c as u32, 0x1C5 | 0x1C8 | 0x1CB | 0x1F2 | 0x1F88..=0x1F8F | 0x1F98..=0x1F9F
             | 0x1FA8..=0x1FAF | 0x1FBC | 0x1FCC | 0x1FFC)
 }
