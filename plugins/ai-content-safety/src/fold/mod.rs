@@ -25,8 +25,7 @@ pub fn fold(text: &str) -> String {
     // Most characters fold to themselves (lower-case ASCII, most Chinese): runs of them are
     // copied at once, and only the others go through the tables.
     let mut run = 0;
-    let mut rest = text.char_indices();
-    while let Some((i, c)) = rest.next() {
+    for (i, c) in text.char_indices() {
         if folds_to_itself(c) {
             continue;
         }
