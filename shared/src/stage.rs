@@ -186,7 +186,11 @@ pub enum BodyUse {
     None,
     /// Read it; the request flows on while it arrives.
     Read { max_bytes: usize },
-    /// Read it and perhaps change it: the request waits until the whole body is there.
+    /// Read it whole before the request goes on, and perhaps change it: the request headers
+    /// and body wait until every stage has let the whole body through (the filter needs
+    /// `allow_on_headers_stop_iteration`), so a refused request never reaches the upstream and
+    /// headers may still be set from the body. A body past `max_bytes` is shown by its length
+    /// alone, as soon as it passes the limit.
     Change { max_bytes: usize },
 }
 
@@ -292,6 +296,14 @@ impl ResponseHead {
     pub fn content_type(&self) -> &str {
         self.get("content-type").unwrap_or("")
     }
+
+    /// Sets (or with `None` removes) a header, as a stage's effect does to the real ones.
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        self.headers.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.headers.push((name.to_string(), value.to_string()));
+        }
+    }
 }
 
 /// One piece of the response body as it passes. A stage may replace it (what the stages
@@ -362,6 +374,12 @@ pub trait Stage {
     /// Whether this stage wants to see the next response chunk (asked before each one, so a
     /// stage that has read what it needs stops costing a copy).
     fn wants_response_body(&self) -> bool {
+        false
+    }
+
+    /// Whether this stage needs the whole response body before the client sees any of it
+    /// (asked before each chunk): Envoy then buffers it, and every stage sees it once, whole.
+    fn buffers_response_body(&self) -> bool {
         false
     }
 

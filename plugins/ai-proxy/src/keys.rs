@@ -1,7 +1,8 @@
 //! Several API keys per provider: round-robin, and a key the provider refused (401, 403, 429)
 //! is set aside for a cool-down. Cool-downs live in Envoy shared data so that every worker
-//! skips the key; this module is the pure part (choice and the stored form).
+//! skips the key (read and written through the [`Store`] trait, so this stays host-free).
 
+use aigw_shared::store::{self, Store};
 use std::cell::Cell;
 
 /// When a set-aside key may be used again, by key index.
@@ -106,9 +107,36 @@ pub fn refuses_key(status: u16) -> bool {
     matches!(status, 401 | 403 | 429)
 }
 
+fn cooldown_key(provider_id: &str) -> String {
+    format!("aigw.ai-proxy.key-cooldown.{provider_id}")
+}
+
+/// The cool-downs every worker has set for a provider's keys.
+pub fn read_cooldowns(store: &dyn Store, provider_id: &str) -> Cooldowns {
+    Cooldowns::decode(&store.get(&cooldown_key(provider_id)).0.unwrap_or_default())
+}
+
+/// Sets key `index` of a provider aside for `seconds`, for every worker.
+pub fn cool_down(store: &dyn Store, provider_id: &str, index: usize, seconds: u64, now_ms: u64) {
+    store::update(store, &cooldown_key(provider_id), |current| {
+        let mut cooldowns = Cooldowns::decode(current.unwrap_or_default());
+        cooldowns.set(index, now_ms + seconds * 1000, now_ms);
+        Some(cooldowns.encode())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_set_aside_is_skipped_by_every_reader_of_the_store() {
+        let store = aigw_shared::store::MemoryStore::default();
+        cool_down(&store, "openai", 0, 30, 1_000);
+        let cooldowns = read_cooldowns(&store, "openai");
+        assert_eq!(ring(2).pick(&cooldowns, 2_000), Some(1));
+        assert_eq!(read_cooldowns(&store, "other"), Cooldowns::default());
+    }
 
     fn ring(n: usize) -> KeyRing {
         KeyRing::new((0..n).map(|i| format!("k{i}")).collect())

@@ -4,15 +4,37 @@
 //! (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`) for an access token that lives
 //! about an hour. The token is cached (per worker) until shortly before it expires.
 //!
-//! Pure: the glue in `lib.rs` sends the exchange as a callout and keeps the cache.
+//! Pure: the proxy stage sends the exchange as a callout and keeps the cache per worker.
 
 use crate::rs256::PrivateKey;
+use aigw_shared::callout::Callout;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long a token request may take.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Lifetime asked for the signed assertion (Google's maximum).
 const ASSERTION_SECONDS: u64 = 3600;
+
+/// The callout that exchanges a freshly signed assertion for an access token.
+pub fn token_request(account: &ServiceAccount, cluster: &str, now_ms: u64) -> Callout {
+    let (authority, path) = account.token_endpoint();
+    Callout {
+        cluster: cluster.to_string(),
+        method: "POST",
+        path,
+        authority,
+        headers: vec![(
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        )],
+        body: ServiceAccount::token_request_body(&account.assertion(now_ms / 1000)),
+        timeout: TOKEN_TIMEOUT,
+    }
+}
 
 /// The parts of a service-account key file (`type: service_account`) the exchange needs.
 pub struct ServiceAccount {

@@ -3,7 +3,7 @@
 //! request body, the response head and chunks) and runs the stages on it, in order on the way
 //! in and in reverse on the way out, applying the effects they return.
 //!
-//! A plugin's `lib.rs` is one line: `aigw_shared::runner::main!(|| vec![Box::new(MyPlugin)])`.
+//! A plugin's `lib.rs` is one line: `aigw_shared::runner_main!(|| vec![Box::new(MyPlugin) as _]);`.
 
 mod env;
 mod root;

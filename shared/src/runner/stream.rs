@@ -48,6 +48,9 @@ pub struct Stream {
     request_body: Option<RequestBody>,
     /// Bytes of the buffered body the stages' version replaces.
     request_body_size: usize,
+    /// The body Envoy buffered while a stage held the request headers: its size, and whether
+    /// it has ended.
+    body_held: Option<(usize, bool)>,
     head: Option<ResponseHead>,
     chunk: Option<ResponseChunk>,
     chunk_size: usize,
@@ -70,6 +73,7 @@ impl Stream {
             body_len: 0,
             request_body: None,
             request_body_size: 0,
+            body_held: None,
             head: None,
             chunk: None,
             chunk_size: 0,
@@ -133,8 +137,15 @@ impl Stream {
                 Some(body) => stage.on_request_body(&mut cx, body),
                 None => Step::Continue,
             },
-            Phase::ResponseHeaders { end } => match self.head.as_ref() {
-                Some(head) => stage.on_response_headers(&mut cx, head, end),
+            Phase::ResponseHeaders { end } => match self.head.as_mut() {
+                Some(head) => {
+                    let step = stage.on_response_headers(&mut cx, head, end);
+                    // The stages after this one see the head as this one left it.
+                    for (name, value) in &cx.effects.response_headers {
+                        head.set(name, value.as_deref());
+                    }
+                    step
+                }
                 None => Step::Continue,
             },
             Phase::ResponseBody => match self.chunk.as_mut() {
@@ -247,6 +258,51 @@ impl Stream {
         }
     }
 
+    /// Whether the request headers wait for the body: a stage may still change it, or set
+    /// headers from it.
+    fn headers_wait_for_body(&self, phase: Phase) -> bool {
+        phase == (Phase::RequestHeaders { end: false })
+            && matches!(self.body_use, BodyUse::Change { .. })
+    }
+
+    /// The request headers were held and every stage has now let them through: what Envoy
+    /// buffered of the body meanwhile is read, and the request goes on unless the stages
+    /// still need more of it. Returns whether the request may go on.
+    fn after_held_headers(&mut self) -> bool {
+        let Some((size, ended)) = self.body_held.take() else {
+            return !matches!(self.body_use, BodyUse::Change { .. });
+        };
+        match self.body_use {
+            BodyUse::None => true,
+            BodyUse::Read { .. } => {
+                self.read_body(size);
+                !ended || self.on_request_body_end() == Action::Continue
+            }
+            BodyUse::Change { max_bytes } => {
+                if !ended && size <= max_bytes {
+                    return false;
+                }
+                self.request_body_size = size;
+                self.on_request_body_end() == Action::Continue
+            }
+        }
+    }
+
+    /// Copies a piece of the body for stages that only read it, up to their limit.
+    fn read_body(&mut self, size: usize) {
+        let BodyUse::Read { max_bytes } = self.body_use else {
+            return;
+        };
+        self.body_len += size;
+        if let Some(read) = self.body_read.as_mut() {
+            if self.body_len > max_bytes {
+                self.body_read = None;
+            } else if size > 0 {
+                read.extend(host::request_body(size).unwrap_or_default());
+            }
+        }
+    }
+
     fn on_request_body_end(&mut self) -> Action {
         let body = match self.body_use {
             BodyUse::None => return Action::Continue,
@@ -299,7 +355,13 @@ impl Context for Stream {
         };
         if flow == Flow::Done {
             if phase.is_request() {
-                host::resume_request();
+                let go_on = match phase {
+                    Phase::RequestHeaders { end } => end || self.after_held_headers(),
+                    _ => true,
+                };
+                if go_on {
+                    host::resume_request();
+                }
             } else {
                 host::resume_response();
             }
@@ -319,30 +381,39 @@ impl HttpContext for Stream {
         if self.stages.is_empty() {
             return Action::Continue;
         }
-        Stream::action(self.run(Phase::RequestHeaders { end: end_of_stream }, 0))
+        let phase = Phase::RequestHeaders { end: end_of_stream };
+        match self.run(phase, 0) {
+            Flow::Done if self.headers_wait_for_body(phase) => Action::Pause,
+            flow => Stream::action(flow),
+        }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.replied_by.is_some() {
             return Action::Pause;
         }
+        match self.paused {
+            Some((Phase::RequestHeaders { .. }, _)) => {
+                // Envoy buffers it until the stage holding the headers lets them go.
+                self.body_held = Some((body_size, end_of_stream));
+                return Action::Pause;
+            }
+            Some((Phase::RequestBody, _)) => return Action::Pause,
+            _ => {}
+        }
+        if self.request_body.is_some() {
+            // The stages saw the body (or its length, past their limits) already.
+            return Action::Continue;
+        }
         match self.body_use {
             BodyUse::None => return Action::Continue,
-            BodyUse::Read { max_bytes } => {
-                self.body_len += body_size;
-                if let Some(read) = self.body_read.as_mut() {
-                    if self.body_len > max_bytes {
-                        self.body_read = None;
-                    } else if body_size > 0 {
-                        read.extend(host::request_body(body_size).unwrap_or_default());
-                    }
-                }
-            }
-            BodyUse::Change { .. } => {
-                if !end_of_stream {
+            BodyUse::Read { .. } => self.read_body(body_size),
+            BodyUse::Change { max_bytes } => {
+                if !end_of_stream && body_size <= max_bytes {
                     return Action::Pause;
                 }
                 self.request_body_size = body_size;
+                return self.on_request_body_end();
             }
         }
         if end_of_stream {
@@ -373,6 +444,14 @@ impl HttpContext for Stream {
                 self.end_response();
             }
             return Action::Continue;
+        }
+        if !end_of_stream
+            && self.stages[..reach]
+                .iter()
+                .any(|(_, s)| s.buffers_response_body())
+        {
+            // Envoy keeps it; the stages see it whole with the last piece.
+            return Action::Pause;
         }
         let bytes = if body_size > 0 {
             host::response_body(body_size).unwrap_or_default()
