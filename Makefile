@@ -13,7 +13,12 @@ CARGO ?= cargo
 PYTHON ?= python3
 ENVOY_VERSION := 1.40.0
 WASM_TARGET := wasm32-wasip1
-PLUGINS := $(notdir $(wildcard plugins/*))
+# The suite module (ai-gateway) builds the other plugins with their `suite` feature, which
+# leaves out their entry points: it builds apart, in its own target directory, so that Cargo
+# never unifies that feature into the plugins' own modules.
+SUITE := ai-gateway
+PLUGINS := $(filter-out $(SUITE),$(notdir $(wildcard plugins/*)))
+SUITE_TARGET_DIR := target/suite
 # Plugins only the e2e tests load (e.g. one that panics on request); never shipped.
 TEST_PLUGINS := $(notdir $(wildcard e2e/testplugins/*))
 VENV := .venv
@@ -33,7 +38,7 @@ FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 FUZZ_SMOKE_SECONDS ?= 4
 FUZZ_SECONDS ?= 600
 
-.PHONY: help build wasm-target test-plugins envoy pydeps services run reload test test-unit test-wasm test-e2e e2e nightly fuzz-tools fuzz-smoke fuzz bench fmt lint clean
+.PHONY: help build wasm-target test-plugins envoy pydeps services run reload test test-unit test-wasm test-e2e test-e2e-suite e2e nightly fuzz-tools fuzz-smoke fuzz bench fmt lint clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -45,7 +50,9 @@ wasm-target:
 
 build: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS))
-	@for p in $(PLUGINS); do f=target/$(WASM_TARGET)/release/$${p//-/_}.wasm; \
+	$(CARGO) build --release --target $(WASM_TARGET) -p $(SUITE) --target-dir $(SUITE_TARGET_DIR)
+	@cp $(SUITE_TARGET_DIR)/$(WASM_TARGET)/release/$(subst -,_,$(SUITE)).wasm target/$(WASM_TARGET)/release/
+	@for p in $(PLUGINS) $(SUITE); do f=target/$(WASM_TARGET)/release/$${p//-/_}.wasm; \
 	  printf '%-22s %8d bytes\n' "$$p" "$$(stat -c %s $$f)"; done
 
 test-plugins: wasm-target
@@ -96,7 +103,7 @@ reload: build
 
 ## Test ----------------------------------------------------------------------------------------
 
-test: test-unit test-wasm fuzz-smoke test-e2e
+test: test-unit test-wasm fuzz-smoke test-e2e test-e2e-suite
 
 test-unit:
 	$(CARGO) test --workspace --exclude e2e
@@ -111,6 +118,13 @@ test-e2e: build test-plugins envoy pydeps services
 	$(CARGO) test -p e2e --tests
 
 e2e: test-e2e
+
+# The e2e files that cover the chain, again with every plugin the suite has running as
+# ai-gateway.wasm (adjacent ones as one filter); see e2e/src/suite.rs.
+SUITE_E2E := bad_input faults security hostile_proxy hostile_stream hostile_metrics hostile_ratelimit \
+  hostile_cache hostile_safety hot_swap per_route demo ai_fallback
+test-e2e-suite: build test-plugins envoy pydeps services
+	AIGW_SUITE=1 $(CARGO) test -p e2e $(addprefix --test ,$(SUITE_E2E))
 
 # Every fuzz target for a few seconds, from its committed corpus and, when the provider
 # fixtures are beside the checkout, seeds made from them (new inputs go to a scratch corpus

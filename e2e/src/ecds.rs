@@ -30,6 +30,10 @@ pub fn versioned_wasm(built: &Path, dir: &Path) -> std::io::Result<PathBuf> {
 /// Writes `resource` as the ECDS file of `instance` in `ecds_dir` (atomically).
 pub fn write(ecds_dir: &Path, instance: &str, resource: &serde_json::Value) -> std::io::Result<()> {
     std::fs::create_dir_all(ecds_dir)?;
+    let mut resource = resource.clone();
+    if crate::suite::enabled() {
+        crate::suite::rewrite_resource(&mut resource);
+    }
     let staged = ecds_dir.join(format!(".{instance}.staged"));
     std::fs::write(&staged, resource.to_string())?;
     std::fs::rename(&staged, ecds_dir.join(format!("{instance}.yaml")))

@@ -64,6 +64,9 @@ impl Envoy {
     pub fn try_start_with(config: &Value, options: &EnvoyOptions) -> Result<Envoy, String> {
         let dir = options.dir();
         let mut config = config.clone();
+        if crate::suite::enabled() {
+            crate::suite::rewrite_config(&mut config);
+        }
         crate::config::place_in(&mut config, &dir);
         if let Some(Value::Object(resources)) = config
             .as_object_mut()

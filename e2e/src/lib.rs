@@ -13,6 +13,7 @@ pub mod paths;
 pub mod process;
 pub mod python;
 pub mod services;
+pub mod suite;
 pub mod wait;
 
 pub use config::Gateway;

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod callout;
+pub mod chain;
 pub mod consumer;
 pub mod error;
 pub mod estimate;

@@ -9,16 +9,33 @@ mod env;
 mod root;
 mod stream;
 
-pub use root::Root;
+pub use root::{Root, Suite};
 
 /// The `main` of a plugin module: a runner over the plugins `$make` returns, in chain order.
+/// Nothing when the crate is built with its `suite` feature: inside the suite module, which
+/// has its own `main`.
 #[macro_export]
 macro_rules! runner_main {
     ($make:expr) => {
+        #[cfg(not(feature = "suite"))]
         proxy_wasm::main! {{
             proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
             proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
                 Box::new($crate::runner::Root::new($make()))
+            });
+        }}
+    };
+}
+
+/// The `main` of the suite module: a runner whose configuration lists the stages of `$suite`
+/// (a [`Suite`]) to run.
+#[macro_export]
+macro_rules! suite_main {
+    ($suite:expr) => {
+        proxy_wasm::main! {{
+            proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+            proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+                Box::new($crate::runner::Root::suite($suite))
             });
         }}
     };

@@ -3,6 +3,7 @@
 use super::env::{apply, HostEnv};
 use super::stream::Stream;
 use crate::callout::Outcome;
+use crate::chain::parse_chain;
 use crate::host::{self, Metrics, METRICS_FLUSH_PERIOD};
 use crate::stage::{Configured, Effects, Plugin};
 use proxy_wasm::hostcalls;
@@ -22,9 +23,28 @@ pub struct Slot {
 }
 
 impl Slot {
+    fn new(plugin: Box<dyn Plugin>) -> Slot {
+        Slot {
+            metrics: RefCell::new(Metrics::new(plugin.metrics_owner(), 0)),
+            plugin: RefCell::new(plugin),
+            tick: Cell::new(None),
+            next_tick_ms: Cell::new(0),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         self.plugin.borrow().name()
     }
+}
+
+/// A module whose configuration lists its stages (the suite).
+pub struct Suite {
+    /// The module's name in logs.
+    pub name: &'static str,
+    /// The stages it has.
+    pub stages: &'static [&'static str],
+    /// Makes the plugin of a stage.
+    pub make: fn(&str) -> Option<Box<dyn Plugin>>,
 }
 
 /// What the root and the streams of one worker share.
@@ -34,6 +54,8 @@ pub struct Worker {
 
 pub struct Root {
     worker: Rc<Worker>,
+    /// `None`: the plugins given at start, each reading the whole configuration.
+    suite: Option<Suite>,
     configured: bool,
     /// Callouts asked for on a tick: token → (slot, the plugin's tag).
     callouts: HashMap<u32, (usize, u32)>,
@@ -43,28 +65,67 @@ pub struct Root {
 impl Root {
     /// A runner over `plugins`, in chain order.
     pub fn new(plugins: Vec<Box<dyn Plugin>>) -> Root {
-        let slots = plugins
-            .into_iter()
-            .map(|plugin| Slot {
-                metrics: RefCell::new(Metrics::new(plugin.metrics_owner(), 0)),
-                plugin: RefCell::new(plugin),
-                tick: Cell::new(None),
-                next_tick_ms: Cell::new(0),
-            })
-            .collect();
+        let slots = plugins.into_iter().map(Slot::new).collect();
         Root {
             worker: Rc::new(Worker { slots }),
+            suite: None,
             configured: false,
             callouts: HashMap::new(),
             next_flush_ms: 0,
         }
     }
 
-    fn configure_slot(slot: &Slot) -> Option<Configured> {
+    /// A runner whose configuration lists the stages of `suite` to run, in chain order.
+    pub fn suite(suite: Suite) -> Root {
+        let mut root = Root::new(Vec::new());
+        root.suite = Some(suite);
+        root
+    }
+
+    /// Each slot with the configuration its plugin gets; for a suite, new slots for the
+    /// stages its configuration lists.
+    fn read_configuration(&mut self) -> Option<Vec<serde_json::Value>> {
+        let Some(suite) = self.suite.as_ref() else {
+            return self
+                .worker
+                .slots
+                .iter()
+                .map(|slot| {
+                    let plugin = slot.plugin.borrow();
+                    host::plugin_configuration(plugin.name(), plugin.ignored_keys())
+                })
+                .collect();
+        };
+        let json = host::plugin_configuration(suite.name, &[])?;
+        let chain = match parse_chain(&json, suite.stages) {
+            Ok(chain) => chain,
+            Err(err) => {
+                log::error!("{}: invalid configuration: {err}", suite.name);
+                return None;
+            }
+        };
+        let mut slots = Vec::with_capacity(chain.len());
+        let mut configs = Vec::with_capacity(chain.len());
+        for mut entry in chain {
+            let plugin = (suite.make)(&entry.stage)?;
+            for (key, why) in
+                crate::rules::strip_ignored_keys(&mut entry.config, plugin.ignored_keys())
+            {
+                log::warn!("{}: config key `{key}` is ignored: {why}", plugin.name());
+            }
+            slots.push(Slot::new(plugin));
+            configs.push(entry.config);
+        }
+        self.flush();
+        self.callouts.clear();
+        self.worker = Rc::new(Worker { slots });
+        Some(configs)
+    }
+
+    fn configure_slot(slot: &Slot, json: &serde_json::Value) -> Option<Configured> {
         let mut plugin = slot.plugin.borrow_mut();
         let name = plugin.name();
-        let json = host::plugin_configuration(name, plugin.ignored_keys())?;
-        match plugin.configure(&json) {
+        match plugin.configure(json) {
             Ok(configured) => {
                 log::info!("{name}: configured with {} rules", configured.rules);
                 Some(configured)
@@ -143,8 +204,11 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let mut period = METRICS_FLUSH_PERIOD;
-        for slot in &self.worker.slots {
-            let Some(configured) = Root::configure_slot(slot) else {
+        let Some(configs) = self.read_configuration() else {
+            return false;
+        };
+        for (slot, json) in self.worker.slots.iter().zip(&configs) {
+            let Some(configured) = Root::configure_slot(slot, json) else {
                 return false;
             };
             let mut metrics = slot.metrics.borrow_mut();
