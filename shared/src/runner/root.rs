@@ -1,7 +1,7 @@
 //! The root context: configuration, the one clock, callouts asked for on a tick.
 
 use super::env::{apply, HostEnv};
-use super::stream::Stream;
+use super::stream::{Handle, Stream};
 use crate::callout::Outcome;
 use crate::host::{self, Metrics, METRICS_FLUSH_PERIOD};
 use crate::stage::{Configured, Effects, Plugin};
@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// A plugin and what the runner keeps for it.
@@ -30,6 +30,11 @@ impl Slot {
 /// What the root and the streams of one worker share.
 pub struct Worker {
     pub slots: Vec<Slot>,
+    /// Streams a stage holds with a wake-up time, by context id, for the tick.
+    pub waking: RefCell<HashMap<u32, Weak<RefCell<Stream>>>>,
+    /// Callouts a stream's stage sent while the root acted for it (a wake-up, or the answer
+    /// to such a callout): they answer to the root. Token → the stream.
+    pub stream_callouts: RefCell<HashMap<u32, (u32, Weak<RefCell<Stream>>)>>,
 }
 
 pub struct Root {
@@ -53,7 +58,11 @@ impl Root {
             })
             .collect();
         Root {
-            worker: Rc::new(Worker { slots }),
+            worker: Rc::new(Worker {
+                slots,
+                waking: RefCell::default(),
+                stream_callouts: RefCell::default(),
+            }),
             configured: false,
             callouts: HashMap::new(),
             next_flush_ms: 0,
@@ -108,9 +117,43 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Wakes the streams whose holding stage's time has come.
+    fn wake_streams(&self, now: u64) {
+        let streams: Vec<(u32, Rc<RefCell<Stream>>)> = {
+            let mut waking = self.worker.waking.borrow_mut();
+            waking.retain(|_, stream| stream.strong_count() > 0);
+            waking
+                .iter()
+                .filter_map(|(id, stream)| Some((*id, stream.upgrade()?)))
+                .collect()
+        };
+        for (id, stream) in streams {
+            let awake = Stream::for_root(&stream, id, |s| s.wake(now));
+            if awake == Some(false) {
+                self.worker.waking.borrow_mut().remove(&id);
+            }
+        }
+    }
+}
+
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) {
         let Some((index, tag)) = self.callouts.remove(&token) else {
+            let stream = self.worker.stream_callouts.borrow_mut().remove(&token);
+            if let Some((id, stream)) = stream {
+                if let Some(stream) = stream.upgrade() {
+                    Stream::for_root(&stream, id, |s| {
+                        s.on_http_call_response(token, headers, body_size, trailers)
+                    });
+                }
+            }
             return;
         };
         let outcome = host::callout_response(body_size);
@@ -178,15 +221,18 @@ impl RootContext for Root {
             slot.plugin.borrow_mut().on_tick(&HostEnv, &mut effects);
             self.settle(index, effects);
         }
+        self.wake_streams(now);
         if now >= self.next_flush_ms {
             self.next_flush_ms = now + METRICS_FLUSH_PERIOD.as_millis() as u64;
             self.flush();
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        self.configured
-            .then(|| Box::new(Stream::new(self.worker.clone())) as Box<dyn HttpContext>)
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.configured.then(|| {
+            Box::new(Handle::new(Stream::new(self.worker.clone(), context_id)))
+                as Box<dyn HttpContext>
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
