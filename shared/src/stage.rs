@@ -425,7 +425,7 @@ pub trait Stage {
     /// The time [`Stage::wake_at_ms`] asked for has come, and the stage still holds the
     /// stream: what it answers is its step, as for a callout's answer.
     fn on_wake(&mut self, _cx: &mut Cx) -> Step {
-        Step::Hold
+        Step::Continue
     }
 
     /// The stream is over (also after a local reply or a reset): the last chance to log and

@@ -747,3 +747,329 @@ impl Safety {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aigw_shared::stage::{Effects, FakeEnv};
+    use serde_json::json;
+
+    fn stage(config: Value) -> Box<dyn Stage> {
+        let mut plugin = ContentSafety::default();
+        let configured = plugin.configure(&config).unwrap();
+        assert_eq!(configured.tick, Some(TICK));
+        plugin.stage(&FakeEnv::default()).unwrap()
+    }
+
+    fn webhook(policy: &str) -> Value {
+        json!({"type": "webhook", "cluster": "moderation", "host": "mod.local", "failurePolicy": policy})
+    }
+
+    fn env() -> FakeEnv {
+        FakeEnv::default().with_header("content-type", "application/json")
+    }
+
+    /// Runs `f` with a fresh context; returns what it answered and the effects it asked for.
+    fn with<R>(env: &FakeEnv, f: impl FnOnce(&mut Cx) -> R) -> (R, Effects) {
+        let mut effects = Effects::default();
+        let mut cx = Cx {
+            env,
+            effects: &mut effects,
+        };
+        let r = f(&mut cx);
+        (r, effects)
+    }
+
+    fn prompt(text: &str, stream: bool) -> RequestBody {
+        let body = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": text}]});
+        let bytes = serde_json::to_vec(&body).unwrap();
+        RequestBody::new(Some(bytes.clone()), bytes.len())
+    }
+
+    /// The request headers and body; the step and effects of the body.
+    fn ask(stage: &mut Box<dyn Stage>, env: &FakeEnv, body: &mut RequestBody) -> (Step, Effects) {
+        assert_eq!(
+            with(env, |cx| stage.on_request_headers(cx, false)).0,
+            Step::Continue
+        );
+        assert!(matches!(stage.request_body_use(), BodyUse::Change { .. }));
+        with(env, |cx| stage.on_request_body(cx, body))
+    }
+
+    fn answer_head(stage: &mut Box<dyn Stage>, env: &FakeEnv, content_type: &str) -> Effects {
+        let head = ResponseHead {
+            headers: vec![
+                (":status".into(), "200".into()),
+                ("content-type".into(), content_type.into()),
+            ],
+        };
+        let (step, effects) = with(env, |cx| stage.on_response_headers(cx, &head, false));
+        assert_eq!(step, Step::Continue);
+        effects
+    }
+
+    fn sse(text: &str) -> Vec<u8> {
+        let chunk = json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": text}}]});
+        format!("data: {chunk}\n\n").into_bytes()
+    }
+
+    fn flagged(flagged: bool) -> Outcome {
+        Outcome::Answered {
+            status: 200,
+            body: serde_json::to_vec(&json!({"flagged": flagged, "label": "violence"})).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_prompt_with_a_deny_word_is_answered_locally() {
+        let mut s = stage(json!({"local": {"denyWords": ["forbidden"]}}));
+        let env = env();
+        let (step, effects) = ask(&mut s, &env, &mut prompt("say forbidden things", false));
+        let Step::Respond(reply) = step else {
+            panic!("not denied: {step:?}");
+        };
+        assert!(reply
+            .headers
+            .contains(&(deny::HEADER.into(), "blocked".into())));
+        assert!(String::from_utf8_lossy(&reply.body).contains("content_filter"));
+        assert!(effects.metrics.iter().any(|m| m.metric == "blocked"));
+        assert_eq!(effects.filter_state[0].0, "ai_content_safety");
+    }
+
+    #[test]
+    fn a_clean_prompt_goes_on_and_a_masked_one_is_rewritten() {
+        let mut s = stage(json!({"local": {"denyWords": ["forbidden"]}}));
+        let env = env();
+        let (step, effects) = ask(&mut s, &env, &mut prompt("hello", false));
+        assert_eq!(step, Step::Continue);
+        assert!(effects.filter_state.is_empty());
+
+        let mut s = stage(json!({"dataMasking": {}}));
+        let mut body = prompt("mail me at alice@example.com", false);
+        assert_eq!(
+            with(&env, |cx| s.on_request_headers(cx, false))
+                .1
+                .request_headers,
+            vec![("content-length".to_string(), None)]
+        );
+        let (step, _) = with(&env, |cx| s.on_request_body(cx, &mut body));
+        assert_eq!(step, Step::Continue);
+        assert!(body.is_changed());
+        let sent = String::from_utf8(body.take_bytes()).unwrap();
+        assert!(!sent.contains("alice@example.com"), "{sent}");
+    }
+
+    #[test]
+    fn bodies_that_cannot_be_checked_are_refused() {
+        let mut s = stage(json!({"local": {"denyWords": ["x"]}, "maxBodyBytes": 10}));
+        let (step, _) = ask(&mut s, &env(), &mut RequestBody::new(None, 11));
+        assert!(
+            matches!(step, Step::Respond(Reply { status: 413, .. })),
+            "{step:?}"
+        );
+
+        let mut s = stage(json!({"local": {"denyWords": ["x"]}}));
+        let bytes = b"[1]".to_vec();
+        let (step, _) = ask(&mut s, &env(), &mut RequestBody::new(Some(bytes), 3));
+        assert!(
+            matches!(step, Step::Respond(Reply { status: 400, .. })),
+            "{step:?}"
+        );
+
+        let mut s = stage(json!({"local": {"denyWords": ["x"]}}));
+        let env = FakeEnv::default().with_header("content-type", "text/plain");
+        with(&env, |cx| s.on_request_headers(cx, false));
+        assert_eq!(s.request_body_use(), BodyUse::None);
+    }
+
+    #[test]
+    fn a_prompt_waits_for_the_service_and_goes_on_or_is_denied() {
+        let env = env();
+        let mut s = stage(json!({"service": webhook("open")}));
+        let (step, effects) = ask(&mut s, &env, &mut prompt("hello", false));
+        assert_eq!(step, Step::Hold);
+        assert_eq!(effects.callouts.len(), 1);
+        assert_eq!(effects.callouts[0].1.cluster, "moderation");
+        let tag = effects.callouts[0].0;
+        assert_eq!(
+            with(&env, |cx| s.on_callout(cx, tag + 1, flagged(true))).0,
+            Step::Hold
+        );
+        assert_eq!(
+            with(&env, |cx| s.on_callout(cx, tag, flagged(false))).0,
+            Step::Continue
+        );
+
+        let mut s = stage(json!({"service": webhook("open")}));
+        let (_, effects) = ask(&mut s, &env, &mut prompt("hello", true));
+        let tag = effects.callouts[0].0;
+        let (step, _) = with(&env, |cx| s.on_callout(cx, tag, flagged(true)));
+        let Step::Respond(reply) = step else {
+            panic!("not denied: {step:?}");
+        };
+        assert!(String::from_utf8_lossy(&reply.body).contains("data: [DONE]"));
+    }
+
+    #[test]
+    fn a_failed_callout_follows_the_failure_policy() {
+        let env = env();
+        for (policy, denied) in [("open", false), ("closed", true)] {
+            let mut s = stage(json!({"service": webhook(policy)}));
+            let (_, effects) = ask(&mut s, &env, &mut prompt("hello", false));
+            let tag = effects.callouts[0].0;
+            let (step, effects) = with(&env, |cx| {
+                s.on_callout(cx, tag, Outcome::Unreachable("no host".into()))
+            });
+            assert_eq!(
+                matches!(step, Step::Respond(_)),
+                denied,
+                "{policy}: {step:?}"
+            );
+            assert!(effects.metrics.iter().any(|m| m.metric == "callout_failed"));
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_is_seen_whole_and_a_flagged_one_replaced() {
+        let env = env();
+        let mut s = stage(json!({"checkRequest": false, "local": {"denyWords": ["forbidden"]}}));
+        let effects = answer_head(&mut s, &env, "application/json");
+        assert_eq!(
+            effects.response_headers,
+            vec![("content-length".to_string(), None)]
+        );
+        assert!(s.wants_response_body() && s.buffers_response_body());
+        let answer = json!({"id": "x", "model": "m", "choices": [{"message": {"role": "assistant", "content": "a forbidden answer"}}]});
+        let mut chunk = ResponseChunk::new(serde_json::to_vec(&answer).unwrap(), true);
+        let (step, _) = with(&env, |cx| s.on_response_body(cx, &mut chunk));
+        assert_eq!(step, Step::Continue);
+        let out = String::from_utf8(chunk.into_bytes()).unwrap();
+        assert!(
+            !out.contains("forbidden answer") && out.contains("content_filter"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_is_held_while_the_service_checks_it() {
+        let env = env();
+        let mut s = stage(json!({"checkRequest": false, "service": webhook("open")}));
+        answer_head(&mut s, &env, "application/json");
+        let answer =
+            serde_json::to_vec(&json!({"choices": [{"message": {"content": "fine"}}]})).unwrap();
+        let mut chunk = ResponseChunk::new(answer.clone(), true);
+        let (step, effects) = with(&env, |cx| s.on_response_body(cx, &mut chunk));
+        assert_eq!(step, Step::Hold);
+        assert!(chunk.bytes().is_empty());
+        let tag = effects.callouts[0].0;
+        let (step, effects) = with(&env, |cx| s.on_callout(cx, tag, flagged(false)));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(effects.released, answer);
+    }
+
+    #[test]
+    fn a_stream_is_released_in_checked_windows_and_cut_at_a_flagged_one() {
+        let env = env();
+        let mut s = stage(
+            json!({"checkRequest": false, "local": {"denyWords": ["forbidden"]},
+            "stream": {"windowChars": 12, "overlapChars": 4}}),
+        );
+        answer_head(&mut s, &env, "text/event-stream");
+        assert!(!s.buffers_response_body());
+        // Under a window: held, nothing goes yet.
+        let mut chunk = ResponseChunk::new(sse("hello "), false);
+        assert_eq!(
+            with(&env, |cx| s.on_response_body(cx, &mut chunk)).0,
+            Step::Hold
+        );
+        assert!(chunk.bytes().is_empty());
+        assert!(s.wake_at_ms().is_some());
+        // A full clean window: both events go.
+        let mut chunk = ResponseChunk::new(sse("there world"), false);
+        assert_eq!(
+            with(&env, |cx| s.on_response_body(cx, &mut chunk)).0,
+            Step::Continue
+        );
+        assert_eq!(chunk.bytes(), [sse("hello "), sse("there world")].concat());
+        // A flagged window: a deny chunk, then the end.
+        let mut chunk = ResponseChunk::new(sse("so forbidden!"), false);
+        let (step, effects) = with(&env, |cx| s.on_response_body(cx, &mut chunk));
+        assert_eq!(step, Step::Continue);
+        let out = String::from_utf8(chunk.into_bytes()).unwrap();
+        assert!(
+            !out.contains("forbidden!") && out.contains("content_filter"),
+            "{out}"
+        );
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert!(effects.metrics.iter().any(|m| m.metric == "blocked"));
+        // The rest of the provider's stream is dropped.
+        let mut chunk = ResponseChunk::new(sse("more"), true);
+        assert_eq!(
+            with(&env, |cx| s.on_response_body(cx, &mut chunk)).0,
+            Step::Continue
+        );
+        assert!(chunk.bytes().is_empty());
+    }
+
+    #[test]
+    fn a_window_checked_by_the_service_is_let_out_with_its_answer() {
+        let env = env();
+        let mut s = stage(json!({"checkRequest": false, "service": webhook("open"),
+            "stream": {"windowChars": 4}}));
+        answer_head(&mut s, &env, "text/event-stream");
+        let mut chunk = ResponseChunk::new(sse("hello"), false);
+        let (step, effects) = with(&env, |cx| s.on_response_body(cx, &mut chunk));
+        assert_eq!(step, Step::Hold);
+        assert!(chunk.bytes().is_empty());
+        assert_eq!(s.wake_at_ms(), None, "no wake-up while a check runs");
+        // What comes while the check runs is held too.
+        let mut more = ResponseChunk::new(b"data: [DONE]\n\n".to_vec(), true);
+        assert_eq!(
+            with(&env, |cx| s.on_response_body(cx, &mut more)).0,
+            Step::Hold
+        );
+        assert!(more.bytes().is_empty());
+        let tag = effects.callouts[0].0;
+        let (step, effects) = with(&env, |cx| s.on_callout(cx, tag, flagged(false)));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(
+            effects.released,
+            [sse("hello"), b"data: [DONE]\n\n".to_vec()].concat()
+        );
+    }
+
+    #[test]
+    fn a_window_held_past_max_hold_ms_is_checked_on_wake() {
+        let env = env();
+        let mut s = stage(
+            json!({"checkRequest": false, "local": {"denyWords": ["forbidden"]},
+            "stream": {"windowChars": 1000, "maxHoldMs": 200}}),
+        );
+        answer_head(&mut s, &env, "text/event-stream");
+        let mut chunk = ResponseChunk::new(sse("slow"), false);
+        assert_eq!(
+            with(&env, |cx| s.on_response_body(cx, &mut chunk)).0,
+            Step::Hold
+        );
+        assert_eq!(s.wake_at_ms(), Some(200));
+        env.advance(200);
+        let (step, effects) = with(&env, |cx| s.on_wake(cx));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(effects.released, sse("slow"));
+        assert_eq!(s.wake_at_ms(), None);
+    }
+
+    #[test]
+    fn answers_pass_untouched_when_not_checked() {
+        let env = env();
+        let mut s = stage(json!({"checkResponse": false, "local": {"denyWords": ["x"]}}));
+        let effects = answer_head(&mut s, &env, "application/json");
+        assert!(effects.is_empty());
+        assert!(!s.wants_response_body());
+        let mut plugin = ContentSafety::default();
+        plugin
+            .configure(&json!({"checkRequest": false, "checkResponse": false, "local": {"denyWords": ["x"]}}))
+            .unwrap();
+        assert!(plugin.stage(&env).is_none());
+    }
+}

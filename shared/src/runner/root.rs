@@ -1,7 +1,7 @@
 //! The root context: configuration, the one clock, callouts asked for on a tick.
 
 use super::env::{apply, HostEnv};
-use super::stream::{Handle, Stream};
+use super::stream::{Handle, Stream, StreamRef};
 use crate::callout::Outcome;
 use crate::host::{self, Metrics, METRICS_FLUSH_PERIOD};
 use crate::stage::{Configured, Effects, Plugin};
@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A plugin and what the runner keeps for it.
@@ -31,10 +31,10 @@ impl Slot {
 pub struct Worker {
     pub slots: Vec<Slot>,
     /// Streams a stage holds with a wake-up time, by context id, for the tick.
-    pub waking: RefCell<HashMap<u32, Weak<RefCell<Stream>>>>,
+    pub waking: RefCell<HashMap<u32, StreamRef>>,
     /// Callouts a stream's stage sent while the root acted for it (a wake-up, or the answer
     /// to such a callout): they answer to the root. Token → the stream.
-    pub stream_callouts: RefCell<HashMap<u32, (u32, Weak<RefCell<Stream>>)>>,
+    pub stream_callouts: RefCell<HashMap<u32, (u32, StreamRef)>>,
 }
 
 pub struct Root {

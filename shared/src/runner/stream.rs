@@ -38,11 +38,14 @@ enum Flow {
     Replied,
 }
 
+/// A stream as the root's lists keep it.
+pub type StreamRef = Weak<RefCell<Stream>>;
+
 pub struct Stream {
     worker: Rc<Worker>,
     context_id: u32,
     /// This stream, for the root's lists (wake-ups, callouts answering to the root).
-    me: Weak<RefCell<Stream>>,
+    me: StreamRef,
     /// The root acts for this stream now: callouts sent answer to the root.
     from_root: bool,
     /// The stages that apply to this request, in chain order, with their plugin's slot.
@@ -358,7 +361,7 @@ impl Stream {
             Vec::new()
         };
         self.chunk_size = body_size.max(known);
-        let mut held = self.chunk.replace(ResponseChunk::new(new, end));
+        let held = self.chunk.replace(ResponseChunk::new(new, end));
         self.paused = None;
         let mut step = Step::Continue;
         for at in 0..=held_at {
@@ -377,10 +380,12 @@ impl Stream {
                 }
             }
         }
-        if let (Some(held), Some(new)) = (held.as_mut(), self.chunk.take()) {
-            held.append(new);
+        if let Some(mut held) = held {
+            if let Some(new) = self.chunk.take() {
+                held.append(new);
+            }
+            self.chunk = Some(held);
         }
-        self.chunk = held;
         let position = self.position(phase, held_at);
         match step {
             Step::Continue => Stream::action(self.run(phase, held_at + 1)),
@@ -522,6 +527,8 @@ impl HttpContext for Stream {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.replied_by.is_some() || self.paused.is_some_and(|(phase, _)| phase.is_request()) {
+            // A stage holds the request: `Continue` here would let it go on (Envoy continues
+            // held headers with the body).
             return Action::Pause;
         }
         if self.request_body.is_some() {
