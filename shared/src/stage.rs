@@ -113,6 +113,10 @@ pub struct Effects {
     /// Filter state `wasm.<name>` (what access logs read).
     pub filter_state: Vec<(String, Vec<u8>)>,
     pub metrics: Vec<MetricSample>,
+    /// Response bytes a stage that holds the response lets out now (from a callout's answer
+    /// or its wake-up): they go at the end of the chunk it holds, which the stages after it
+    /// and then the client get once it continues.
+    pub released: Vec<u8>,
 }
 
 /// One sample for the stage's metrics, in the series `series` (see
@@ -145,6 +149,11 @@ impl Effects {
 
     pub fn call(&mut self, tag: u32, callout: Callout) {
         self.callouts.push((tag, callout));
+    }
+
+    /// Lets out response bytes while holding the response (see [`Effects::released`]).
+    pub fn release(&mut self, bytes: &[u8]) {
+        self.released.extend_from_slice(bytes);
     }
 
     pub fn set_filter_state(&mut self, name: &str, value: Vec<u8>) {
@@ -341,6 +350,22 @@ impl ResponseChunk {
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
+
+    /// Adds `bytes` at the end (a change of the chunk).
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.bytes.extend_from_slice(bytes);
+            self.changed = true;
+        }
+    }
+
+    /// Adds the piece of the body that came after this one (the runner, while a stage holds
+    /// the response): changed when either was.
+    pub fn append(&mut self, next: ResponseChunk) {
+        self.bytes.extend(next.bytes);
+        self.end = next.end;
+        self.changed |= next.changed;
+    }
 }
 
 /// One request's part of a plugin. Every method has a default that lets the request through
@@ -378,12 +403,17 @@ pub trait Stage {
     }
 
     /// Whether this stage needs the whole response body before the client sees any of it
-    /// (asked before each chunk): Envoy then buffers it, and every stage sees it once, whole.
+    /// (asked before each chunk): Envoy then buffers it, and every stage sees it once, whole,
+    /// with its end.
     fn buffers_response_body(&self) -> bool {
         false
     }
 
-    /// A piece of the response body, on its way to the client.
+    /// A piece of the response body, on its way to the client. A stage may hold the response
+    /// ([`Step::Hold`]): the pieces that arrive meanwhile come to it too (the stages before it
+    /// see them as usual), and what it leaves of them is added to the chunk it holds; it lets
+    /// out more with [`Effects::release`] and goes on with a callout's answer, a later piece or
+    /// [`Stage::on_wake`].
     fn on_response_body(&mut self, _cx: &mut Cx, _chunk: &mut ResponseChunk) -> Step {
         Step::Continue
     }
@@ -393,6 +423,18 @@ pub trait Stage {
 
     /// The answer to a callout this stage asked for with `tag`.
     fn on_callout(&mut self, _cx: &mut Cx, _tag: u32, _outcome: Outcome) -> Step {
+        Step::Continue
+    }
+
+    /// While this stage holds the stream: when it wants [`Stage::on_wake`] without waiting
+    /// for a callout (milliseconds since the epoch; asked on each tick of the runner's clock).
+    fn wake_at_ms(&self) -> Option<u64> {
+        None
+    }
+
+    /// The time [`Stage::wake_at_ms`] asked for has come, and the stage still holds the
+    /// stream: what it answers is its step, as for a callout's answer.
+    fn on_wake(&mut self, _cx: &mut Cx) -> Step {
         Step::Continue
     }
 

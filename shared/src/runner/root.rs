@@ -1,7 +1,7 @@
 //! The root context: configuration, the one clock, callouts asked for on a tick.
 
 use super::env::{apply, HostEnv};
-use super::stream::Stream;
+use super::stream::{Handle, Stream, StreamRef};
 use crate::callout::Outcome;
 use crate::chain::parse_chain;
 use crate::host::{self, Metrics, METRICS_FLUSH_PERIOD};
@@ -50,6 +50,21 @@ pub struct Suite {
 /// What the root and the streams of one worker share.
 pub struct Worker {
     pub slots: Vec<Slot>,
+    /// Streams a stage holds with a wake-up time, by context id, for the tick.
+    pub waking: RefCell<HashMap<u32, StreamRef>>,
+    /// Callouts a stream's stage sent while the root acted for it (a wake-up, or the answer
+    /// to such a callout): they answer to the root. Token → the stream.
+    pub stream_callouts: RefCell<HashMap<u32, (u32, StreamRef)>>,
+}
+
+impl Worker {
+    fn new(slots: Vec<Slot>) -> Worker {
+        Worker {
+            slots,
+            waking: RefCell::default(),
+            stream_callouts: RefCell::default(),
+        }
+    }
 }
 
 pub struct Root {
@@ -67,7 +82,7 @@ impl Root {
     pub fn new(plugins: Vec<Box<dyn Plugin>>) -> Root {
         let slots = plugins.into_iter().map(Slot::new).collect();
         Root {
-            worker: Rc::new(Worker { slots }),
+            worker: Rc::new(Worker::new(slots)),
             suite: None,
             configured: false,
             callouts: HashMap::new(),
@@ -118,7 +133,7 @@ impl Root {
         }
         self.flush();
         self.callouts.clear();
-        self.worker = Rc::new(Worker { slots });
+        self.worker = Rc::new(Worker::new(slots));
         Some(configs)
     }
 
@@ -169,9 +184,43 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Wakes the streams whose holding stage's time has come.
+    fn wake_streams(&self, now: u64) {
+        let streams: Vec<(u32, Rc<RefCell<Stream>>)> = {
+            let mut waking = self.worker.waking.borrow_mut();
+            waking.retain(|_, stream| stream.strong_count() > 0);
+            waking
+                .iter()
+                .filter_map(|(id, stream)| Some((*id, stream.upgrade()?)))
+                .collect()
+        };
+        for (id, stream) in streams {
+            let awake = Stream::for_root(&stream, id, |s| s.wake(now));
+            if awake == Some(false) {
+                self.worker.waking.borrow_mut().remove(&id);
+            }
+        }
+    }
+}
+
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) {
         let Some((index, tag)) = self.callouts.remove(&token) else {
+            let stream = self.worker.stream_callouts.borrow_mut().remove(&token);
+            if let Some((id, stream)) = stream {
+                if let Some(stream) = stream.upgrade() {
+                    Stream::for_root(&stream, id, |s| {
+                        s.on_http_call_response(token, headers, body_size, trailers)
+                    });
+                }
+            }
             return;
         };
         let outcome = host::callout_response(body_size);
@@ -242,15 +291,18 @@ impl RootContext for Root {
             slot.plugin.borrow_mut().on_tick(&HostEnv, &mut effects);
             self.settle(index, effects);
         }
+        self.wake_streams(now);
         if now >= self.next_flush_ms {
             self.next_flush_ms = now + METRICS_FLUSH_PERIOD.as_millis() as u64;
             self.flush();
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        self.configured
-            .then(|| Box::new(Stream::new(self.worker.clone())) as Box<dyn HttpContext>)
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.configured.then(|| {
+            Box::new(Handle::new(Stream::new(self.worker.clone(), context_id)))
+                as Box<dyn HttpContext>
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {

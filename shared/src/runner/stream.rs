@@ -9,8 +9,9 @@ use crate::stage::{
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -37,8 +38,16 @@ enum Flow {
     Replied,
 }
 
+/// A stream as the root's lists keep it.
+pub type StreamRef = Weak<RefCell<Stream>>;
+
 pub struct Stream {
     worker: Rc<Worker>,
+    context_id: u32,
+    /// This stream, for the root's lists (wake-ups, callouts answering to the root).
+    me: StreamRef,
+    /// The root acts for this stream now: callouts sent answer to the root.
+    from_root: bool,
     /// The stages that apply to this request, in chain order, with their plugin's slot.
     stages: Vec<(usize, Box<dyn Stage>)>,
     body_use: BodyUse,
@@ -53,6 +62,8 @@ pub struct Stream {
     body_held: Option<(usize, bool)>,
     head: Option<ResponseHead>,
     chunk: Option<ResponseChunk>,
+    /// The bytes of the response body Envoy holds for the chunk (all of them since a stage
+    /// began holding the response).
     chunk_size: usize,
     /// Callouts in flight: token → (stage position, the stage's tag).
     callouts: HashMap<u32, (usize, u32)>,
@@ -64,9 +75,12 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(worker: Rc<Worker>) -> Stream {
+    pub fn new(worker: Rc<Worker>, context_id: u32) -> Stream {
         Stream {
             worker,
+            context_id,
+            me: Weak::new(),
+            from_root: false,
             stages: Vec::new(),
             body_use: BodyUse::None,
             body_read: Some(Vec::new()),
@@ -110,7 +124,7 @@ impl Stream {
             match self.call(phase, position) {
                 Step::Continue => {}
                 Step::Hold => {
-                    self.paused = Some((phase, step));
+                    self.hold(phase, step);
                     return Flow::Paused;
                 }
                 Step::Respond(reply) => {
@@ -165,11 +179,24 @@ impl Stream {
         loop {
             let slot = &self.worker.slots[self.stages[position].0];
             apply(slot.name(), &mut effects, &mut slot.metrics.borrow_mut());
+            if !effects.released.is_empty() {
+                match self.chunk.as_mut() {
+                    Some(chunk) => chunk.extend(&effects.released),
+                    None => log::warn!("{}: released response bytes it did not hold", slot.name()),
+                }
+                effects.released.clear();
+            }
             let mut refused = Vec::new();
             for (tag, callout) in std::mem::take(&mut effects.callouts) {
                 match host::dispatch(&callout) {
                     Ok(token) => {
                         self.callouts.insert(token, (position, tag));
+                        if self.from_root {
+                            self.worker
+                                .stream_callouts
+                                .borrow_mut()
+                                .insert(token, (self.context_id, self.me.clone()));
+                        }
                     }
                     Err(why) => refused.push((tag, why)),
                 }
@@ -248,6 +275,146 @@ impl Stream {
             };
             self.stages[position].1.on_response_end(&mut cx);
             self.settle(position, effects, Step::Continue);
+        }
+    }
+
+    /// A stage holds `phase` at `step`: the stream waits for it, and for its wake-up time
+    /// when it has one.
+    fn hold(&mut self, phase: Phase, step: usize) {
+        self.paused = Some((phase, step));
+        let position = self.position(phase, step);
+        if self.stages[position].1.wake_at_ms().is_some() {
+            self.worker
+                .waking
+                .borrow_mut()
+                .insert(self.context_id, self.me.clone());
+        }
+    }
+
+    /// Runs `f` on the stream for the root context (a wake-up, or a callout the root sent):
+    /// host calls apply to the stream, and callouts sent answer to the root. `None` when the
+    /// stream is gone or busy.
+    pub fn for_root<R>(
+        stream: &Rc<RefCell<Stream>>,
+        context_id: u32,
+        f: impl FnOnce(&mut Stream) -> R,
+    ) -> Option<R> {
+        let mut stream = stream.try_borrow_mut().ok()?;
+        if !host::set_effective_context(context_id) {
+            return None;
+        }
+        stream.from_root = true;
+        let result = f(&mut stream);
+        stream.from_root = false;
+        Some(result)
+    }
+
+    /// The root's tick: wakes the stage holding the stream when its time has come. Returns
+    /// whether the stream still waits for a wake-up.
+    pub fn wake(&mut self, now: u64) -> bool {
+        let Some((phase, held_at)) = self.paused else {
+            return false;
+        };
+        let position = self.position(phase, held_at);
+        match self.stages[position].1.wake_at_ms() {
+            None => return false,
+            Some(at) if at > now => return true,
+            Some(_) => {}
+        }
+        let mut effects = Effects::default();
+        let mut cx = Cx {
+            env: &HostEnv,
+            effects: &mut effects,
+        };
+        let step = self.stages[position].1.on_wake(&mut cx);
+        let step = self.settle(position, effects, step);
+        self.go_on(phase, held_at, position, step);
+        matches!(self.paused, Some((p, s)) if (p, s) == (phase, held_at))
+            && self.stages[position].1.wake_at_ms().is_some()
+    }
+
+    /// What the stage holding `phase` at `held_at` answered (to a callout or a wake-up).
+    fn go_on(&mut self, phase: Phase, held_at: usize, position: usize, step: Step) {
+        let flow = match step {
+            Step::Hold => {
+                self.hold(phase, held_at);
+                return;
+            }
+            Step::Continue => {
+                self.paused = None;
+                self.run(phase, held_at + 1)
+            }
+            Step::Respond(reply) => {
+                self.paused = None;
+                self.replied_by = Some(position);
+                send(&reply);
+                Flow::Replied
+            }
+        };
+        if flow == Flow::Done {
+            if phase.is_request() {
+                let go_on = match phase {
+                    Phase::RequestHeaders { end } => end || self.after_held_headers(),
+                    _ => true,
+                };
+                if go_on {
+                    host::resume_request();
+                }
+            } else {
+                host::resume_response();
+            }
+        }
+    }
+
+    /// More of the response came while a stage holds it. Envoy holds all of it since the held
+    /// chunk: the stages before the holder see the new bytes alone, then the holder, and what
+    /// it leaves of them goes after the chunk it holds.
+    fn more_while_held(&mut self, held_at: usize, body_size: usize, end: bool) -> Action {
+        let phase = Phase::ResponseBody;
+        let known = self.chunk_size;
+        let new = if body_size > known {
+            host::response_body_range(known, body_size - known).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.chunk_size = body_size.max(known);
+        let held = self.chunk.replace(ResponseChunk::new(new, end));
+        self.paused = None;
+        let mut step = Step::Continue;
+        for at in 0..=held_at {
+            let position = self.position(phase, at);
+            step = self.call(phase, position);
+            match (&step, at == held_at) {
+                (Step::Continue, _) | (_, true) => {}
+                (Step::Hold, false) => {
+                    log::warn!("a stage held a response another stage holds; it goes on");
+                    step = Step::Continue;
+                }
+                (Step::Respond(reply), false) => {
+                    send(reply);
+                    self.replied_by = Some(position);
+                    return Action::Pause;
+                }
+            }
+        }
+        if let Some(mut held) = held {
+            if let Some(new) = self.chunk.take() {
+                held.append(new);
+            }
+            self.chunk = Some(held);
+        }
+        let position = self.position(phase, held_at);
+        match step {
+            Step::Continue => Stream::action(self.run(phase, held_at + 1)),
+            Step::Hold => {
+                self.hold(phase, held_at);
+                Action::Pause
+            }
+            Step::Respond(reply) => {
+                self.replied_by = Some(position);
+                send(&reply);
+                Action::Pause
+            }
         }
     }
 
@@ -340,32 +507,63 @@ impl Context for Stream {
         if self.position(phase, held_at) != position {
             return;
         }
-        let flow = match step {
-            Step::Hold => return,
-            Step::Continue => {
-                self.paused = None;
-                self.run(phase, held_at + 1)
-            }
-            Step::Respond(reply) => {
-                self.paused = None;
-                self.replied_by = Some(position);
-                send(&reply);
-                Flow::Replied
-            }
-        };
-        if flow == Flow::Done {
-            if phase.is_request() {
-                let go_on = match phase {
-                    Phase::RequestHeaders { end } => end || self.after_held_headers(),
-                    _ => true,
-                };
-                if go_on {
-                    host::resume_request();
-                }
-            } else {
-                host::resume_response();
-            }
-        }
+        self.go_on(phase, held_at, position, step);
+    }
+}
+
+/// The stream as the host holds it; the root reaches it for wake-ups and for callouts it
+/// sent on the stream's behalf.
+pub struct Handle(Rc<RefCell<Stream>>);
+
+impl Handle {
+    pub fn new(stream: Stream) -> Handle {
+        let stream = Rc::new(RefCell::new(stream));
+        stream.borrow_mut().me = Rc::downgrade(&stream);
+        Handle(stream)
+    }
+}
+
+impl Context for Handle {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) {
+        self.0
+            .borrow_mut()
+            .on_http_call_response(token, headers, body_size, trailers);
+    }
+}
+
+impl HttpContext for Handle {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_request_headers(num_headers, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_response_headers(num_headers, end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_response_body(body_size, end_of_stream)
+    }
+
+    fn on_log(&mut self) {
+        self.0.borrow_mut().on_log();
     }
 }
 
@@ -392,6 +590,8 @@ impl HttpContext for Stream {
         if self.replied_by.is_some() {
             return Action::Pause;
         }
+        // While a stage holds the request, `Continue` here would let it go on (Envoy continues
+        // held headers with the body).
         match self.paused {
             Some((Phase::RequestHeaders { .. }, _)) => {
                 // Envoy buffers it until the stage holding the headers lets them go.
@@ -435,22 +635,23 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some((Phase::ResponseBody, held_at)) = self.paused {
+            return self.more_while_held(held_at, body_size, end_of_stream);
+        }
         let reach = self.reach(Phase::ResponseBody);
-        if !self.stages[..reach]
-            .iter()
-            .any(|(_, s)| s.wants_response_body())
-        {
+        let wanting = || {
+            self.stages[..reach]
+                .iter()
+                .filter(|(_, s)| s.wants_response_body())
+        };
+        if wanting().next().is_none() {
             if end_of_stream {
                 self.end_response();
             }
             return Action::Continue;
         }
-        if !end_of_stream
-            && self.stages[..reach]
-                .iter()
-                .any(|(_, s)| s.buffers_response_body())
-        {
-            // Envoy keeps it; the stages see it whole with the last piece.
+        if !end_of_stream && wanting().any(|(_, s)| s.buffers_response_body()) {
+            // Envoy keeps it; the stages see it whole with its last piece.
             return Action::Pause;
         }
         let bytes = if body_size > 0 {
