@@ -103,12 +103,24 @@ fn with_mock_knobs(plugin: &str, configuration: &Value) -> Value {
             }
         }
     }
-    let mut configuration = configuration.clone();
-    if plugin == "ai-proxy" {
-        add(&mut configuration);
-        if let Some(Value::Array(rules)) = configuration.get_mut("_rules_") {
+    fn add_to_proxy(config: &mut Value) {
+        add(config);
+        if let Some(Value::Array(rules)) = config.get_mut("_rules_") {
             rules.iter_mut().for_each(add);
         }
+    }
+    let mut configuration = configuration.clone();
+    match plugin {
+        "ai-proxy" => add_to_proxy(&mut configuration),
+        "ai-gateway" => {
+            if let Some(Value::Array(stages)) = configuration.get_mut("stages") {
+                stages
+                    .iter_mut()
+                    .filter(|s| s["stage"] == "ai-proxy")
+                    .for_each(|s| add_to_proxy(&mut s["config"]));
+            }
+        }
+        _ => {}
     }
     configuration
 }

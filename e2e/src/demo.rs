@@ -31,11 +31,12 @@ pub struct DemoSettings {
     pub admin: Option<String>,
 }
 
-/// The demo's plugin instances: (filter name, plugin crate).
-pub const FILTERS: [(&str, &str); 3] = [
-    ("ai-proxy-client", "ai-proxy"),
-    ("ai-statistics", "ai-statistics"),
-    ("ai-proxy-provider", "ai-proxy"),
+/// The demo's filters: (filter name, plugin crate). Both run the suite module, each position
+/// in a VM of its own: the client edge and ai-statistics in front, the provider edge on the
+/// provider clusters.
+pub const FILTERS: [(&str, &str); 2] = [
+    ("ai-gateway", "ai-gateway"),
+    ("ai-gateway-upstream", "ai-gateway"),
 ];
 
 impl DemoSettings {
@@ -81,10 +82,10 @@ impl DemoSettings {
         }
     }
 
-    /// A filter's plugin config: the provider edge from the keys given, the others from
+    /// A filter's config: the provider edge from the keys given, the others from
     /// `envoy-configs/demo/<filter>.json`.
     pub fn filter_config(&self, filter: &str) -> Result<Value, String> {
-        if filter == "ai-proxy-provider" {
+        if filter == "ai-gateway-upstream" {
             let mut providers =
                 vec![json!({"id": "mock", "type": "openai", "apiTokens": [MOCK_KEY]})];
             if let Some(key) = &self.openai_key {
@@ -93,7 +94,9 @@ impl DemoSettings {
             if let Some(key) = &self.anthropic_key {
                 providers.push(json!({"id": "anthropic", "type": "claude", "apiTokens": [key]}));
             }
-            return Ok(json!({"providers": providers}));
+            return Ok(
+                json!({"stages": [{"stage": "ai-proxy", "config": {"providers": providers}}]}),
+            );
         }
         let path = paths::repo_root()
             .join("envoy-configs/demo")
@@ -114,6 +117,15 @@ impl DemoSettings {
             &wasm,
             &self.filter_config(filter)?,
         ))
+    }
+
+    /// Whether a filter's config has `stage` among its stages.
+    fn runs_stage(&self, filter: &str, stage: &str) -> bool {
+        self.filter_config(filter).is_ok_and(|config| {
+            config["stages"]
+                .as_array()
+                .is_some_and(|stages| stages.iter().any(|s| s["stage"] == stage))
+        })
     }
 
     fn ecds_dir(&self) -> PathBuf {
@@ -187,7 +199,7 @@ pub fn reload(settings: &DemoSettings, plugin: Option<&str>) -> Result<Vec<Strin
     let mut refused = false;
     for (filter, crate_name) in FILTERS
         .iter()
-        .filter(|(f, c)| plugin.is_none_or(|p| p == *c || p == *f))
+        .filter(|(f, c)| plugin.is_none_or(|p| p == *c || p == *f || settings.runs_stage(f, p)))
     {
         let outcome = settings
             .filter_resource(filter, crate_name)

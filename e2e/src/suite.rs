@@ -12,7 +12,12 @@ use std::path::{Path, PathBuf};
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /// The stages of `plugins/ai-gateway` (its `STAGES`).
-pub const STAGES: &[&str] = &["ai-statistics", "ai-content-safety", "ai-proxy"];
+pub const STAGES: &[&str] = &[
+    "ai-statistics",
+    "ai-content-safety",
+    "ai-fallback",
+    "ai-proxy",
+];
 
 pub fn enabled() -> bool {
     std::env::var("AIGW_SUITE").is_ok_and(|v| v == "1")

@@ -112,7 +112,7 @@ fn demo_gateway_answers_the_readme_requests() {
     // `make reload`: every plugin, the upstream provider edge included, swaps without a restart
     // and the gateway answers on.
     let swapped = demo::reload(&demo.settings, None).unwrap_or_else(|lines| panic!("{lines:#?}"));
-    assert_eq!(swapped.len(), 3, "{swapped:?}");
+    assert_eq!(swapped.len(), demo::FILTERS.len(), "{swapped:?}");
     let again = post_json(&url, &question, &[]);
     assert_eq!(again.status, 200, "{}", again.text());
     assert!(demo::reload(&demo.settings, Some("ai-statistics")).is_ok());

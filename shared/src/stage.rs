@@ -29,6 +29,11 @@ pub trait Env {
     /// Envoy shared data: every worker of this Envoy.
     fn store(&self) -> &dyn Store;
 
+    /// A header of the callout answer being handled (only in [`Stage::on_callout`]).
+    fn callout_header(&self, _name: &str) -> Option<String> {
+        None
+    }
+
     fn property_string(&self, path: &[&str]) -> Option<String> {
         self.property(path)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -399,6 +404,14 @@ pub trait Stage {
     /// Whether this stage wants to see the next response chunk (asked before each one, so a
     /// stage that has read what it needs stops costing a copy).
     fn wants_response_body(&self) -> bool {
+        false
+    }
+
+    /// Whether the response headers wait for the body (asked after each stage's
+    /// [`Stage::on_response_headers`]): the stage may still change them while it reads the body,
+    /// which it must want ([`Stage::wants_response_body`]); they go with the first piece every
+    /// stage lets through.
+    fn holds_response_headers(&self) -> bool {
         false
     }
 

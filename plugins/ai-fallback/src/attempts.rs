@@ -1,11 +1,11 @@
 //! What happened to each provider a request tried, and the error a client gets when none
 //! answered.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The provider answered and the answer was used.
     Answered,
@@ -49,7 +49,7 @@ impl Outcome {
 }
 
 /// One provider tried (or skipped) for a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub provider: String,
     /// `None` until the attempt ends; an attempt that never reports had no answer.

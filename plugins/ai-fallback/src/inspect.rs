@@ -63,6 +63,21 @@ pub fn judge(content_type: &str, held: &[u8], end: bool, limit: usize) -> Verdic
     )
 }
 
+/// Providers' ways of saying a request is too long for the model.
+pub fn is_context_length_refusal(body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = &value["error"];
+    let code = error["code"].as_str().unwrap_or("");
+    let message = error["message"].as_str().unwrap_or("").to_ascii_lowercase();
+    code == "context_length_exceeded"
+        || message.contains("context length")
+        || message.contains("context window")
+        || message.contains("prompt is too long")
+        || message.contains("maximum context")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +137,15 @@ mod tests {
             judge(JSON, br#"{"error":null,"model":"m"}"#, true, 1 << 16),
             Verdict::Fine(Some("m".into()))
         );
+    }
+
+    #[test]
+    fn context_length_refusals_of_several_providers() {
+        assert!(is_context_length_refusal(br#"{"error":{"message":"This model's maximum context length is 128000 tokens.","code":"context_length_exceeded"}}"#));
+        assert!(is_context_length_refusal(br#"{"error":{"message":"prompt is too long: 210000 tokens > 200000 maximum","type":"invalid_request_error"}}"#));
+        assert!(!is_context_length_refusal(
+            br#"{"error":{"message":"Invalid 'messages': empty array.","code":"empty_array"}}"#
+        ));
+        assert!(!is_context_length_refusal(b"not json"));
     }
 }

@@ -5,13 +5,19 @@ use aigw_shared::runner::Suite;
 use aigw_shared::stage::Plugin;
 
 /// The stages this module has.
-pub const STAGES: &[&str] = &["ai-statistics", "ai-content-safety", "ai-proxy"];
+pub const STAGES: &[&str] = &[
+    "ai-statistics",
+    "ai-content-safety",
+    "ai-fallback",
+    "ai-proxy",
+];
 
 /// The plugin of a stage, by its plugin's name.
 pub fn make(stage: &str) -> Option<Box<dyn Plugin>> {
     Some(match stage {
         "ai-statistics" => Box::new(ai_statistics::stage::Statistics::default()),
         "ai-content-safety" => Box::new(ai_content_safety::stage::ContentSafety::default()),
+        "ai-fallback" => Box::new(ai_fallback::stage::Fallback::default()),
         "ai-proxy" => Box::new(ai_proxy::stage::Proxy::default()),
         _ => return None,
     })

@@ -32,6 +32,10 @@ impl Env for HostEnv {
     fn store(&self) -> &dyn Store {
         &HostStore
     }
+
+    fn callout_header(&self, name: &str) -> Option<String> {
+        host::callout_header(name)
+    }
 }
 
 impl Store for HostStore {

@@ -432,6 +432,13 @@ impl Stream {
             && matches!(self.body_use, BodyUse::Change { .. })
     }
 
+    /// Whether a stage that sees the response keeps its headers until the body shows more.
+    fn response_headers_wait(&self) -> bool {
+        self.stages[..self.reach(Phase::ResponseBody)]
+            .iter()
+            .any(|(_, s)| s.holds_response_headers())
+    }
+
     /// The request headers were held and every stage has now let them through: what Envoy
     /// buffered of the body meanwhile is read, and the request goes on unless the stages
     /// still need more of it. Returns whether the request may go on.
@@ -631,7 +638,10 @@ impl HttpContext for Stream {
         self.head = Some(ResponseHead {
             headers: host::response_headers(),
         });
-        Stream::action(self.run(phase, 0))
+        match self.run(phase, 0) {
+            Flow::Done if !end_of_stream && self.response_headers_wait() => Action::Pause,
+            flow => Stream::action(flow),
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
