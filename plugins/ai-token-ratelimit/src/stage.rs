@@ -502,3 +502,405 @@ fn reject(
         body: rejection.body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aigw_shared::stage::{FakeEnv, MetricSample};
+
+    fn per_user(extra: Value) -> Value {
+        let mut config = json!({"rule_name": "per-user", "rule_items": [{"limit_by_per_header": "x-user",
+            "limit_keys": [{"key": "*", "token_per_minute": 1_000, "max_concurrent_requests": 1}]}]});
+        if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+            config.extend(extra);
+        }
+        config
+    }
+
+    fn redis(failure_policy: &str) -> Value {
+        per_user(json!({"redis": {"service_name": "webdis"}, "failure_policy": failure_policy}))
+    }
+
+    fn plugin(config: Value, env: &FakeEnv) -> RateLimit {
+        let mut plugin = RateLimit::default();
+        let configured = plugin.configure(&config).unwrap();
+        assert_eq!(configured.tick, Some(TICK));
+        plugin.on_configured(env);
+        plugin
+    }
+
+    fn user(name: &str) -> FakeEnv {
+        FakeEnv::default()
+            .with_header("x-user", name)
+            .with_header("content-type", "application/json")
+    }
+
+    fn chat(content: &str, max_tokens: u64) -> Vec<u8> {
+        json!({"model": "m", "max_tokens": max_tokens,
+               "messages": [{"role": "user", "content": content}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn estimate(body: &[u8]) -> u64 {
+        Estimate::from_body(body, 4096).unwrap().total()
+    }
+
+    /// One request through a stage, the effects of every step kept.
+    struct Run {
+        stage: Box<dyn Stage>,
+        effects: Effects,
+    }
+
+    impl Run {
+        fn new(plugin: &RateLimit, env: &FakeEnv) -> Run {
+            Run {
+                stage: plugin.stage(env).expect("the global config applies"),
+                effects: Effects::default(),
+            }
+        }
+
+        fn cx<'a>(env: &'a FakeEnv, effects: &'a mut Effects) -> Cx<'a> {
+            Cx { env, effects }
+        }
+
+        /// The request headers and then its body, as the runner shows them.
+        fn request(&mut self, env: &FakeEnv, body: &[u8]) -> Step {
+            let step = self
+                .stage
+                .on_request_headers(&mut Run::cx(env, &mut self.effects), false);
+            if step != Step::Continue {
+                return step;
+            }
+            let max_bytes = match self.stage.request_body_use() {
+                BodyUse::Change { max_bytes } => max_bytes,
+                other => panic!("the headers must wait for the body: {other:?}"),
+            };
+            let bytes = (body.len() <= max_bytes).then(|| body.to_vec());
+            let mut body = RequestBody::new(bytes, body.len());
+            self.stage
+                .on_request_body(&mut Run::cx(env, &mut self.effects), &mut body)
+        }
+
+        fn callout(&mut self, env: &FakeEnv, outcome: Outcome) -> Step {
+            self.stage
+                .on_callout(&mut Run::cx(env, &mut self.effects), RESERVE, outcome)
+        }
+
+        fn response(&mut self, env: &FakeEnv, content_type: &str, chunks: &[&str]) {
+            let head = ResponseHead {
+                headers: vec![
+                    (":status".into(), "200".into()),
+                    ("content-type".into(), content_type.into()),
+                ],
+            };
+            let mut cx = Run::cx(env, &mut self.effects);
+            assert_eq!(
+                self.stage.on_response_headers(&mut cx, &head, false),
+                Step::Continue
+            );
+            for (i, piece) in chunks.iter().enumerate() {
+                if self.stage.wants_response_body() {
+                    let mut chunk =
+                        ResponseChunk::new(piece.as_bytes().to_vec(), i + 1 == chunks.len());
+                    assert_eq!(
+                        self.stage.on_response_body(&mut cx, &mut chunk),
+                        Step::Continue
+                    );
+                    assert!(!chunk.is_changed(), "the response passes unchanged");
+                }
+            }
+            self.stage.on_response_end(&mut cx);
+        }
+
+        fn done(&mut self, env: &FakeEnv) {
+            self.stage.on_done(&mut Run::cx(env, &mut self.effects));
+        }
+
+        fn header(&self, name: &str) -> Option<&str> {
+            self.effects
+                .response_headers
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.as_deref())
+        }
+
+        /// The last log record.
+        fn record(&self) -> Value {
+            let (name, value) = self.effects.filter_state.last().expect("a log record");
+            assert_eq!(name, "ai_token_ratelimit");
+            serde_json::from_slice(value).unwrap()
+        }
+
+        fn counted(&self, metric: &str) -> u64 {
+            self.effects
+                .metrics
+                .iter()
+                .filter(|s: &&MetricSample| s.metric == metric)
+                .map(|s| s.value)
+                .sum()
+        }
+    }
+
+    fn refusal(step: Step) -> (Reply, Value) {
+        let Step::Respond(reply) = step else {
+            panic!("expected a refusal, got {step:?}")
+        };
+        let body = serde_json::from_slice(&reply.body).unwrap();
+        (reply, body)
+    }
+
+    fn reply_header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn an_admitted_request_is_charged_the_usage_its_answer_reports() {
+        let env = user("alice");
+        let plugin = plugin(per_user(json!({})), &env);
+        let body = chat("hello there", 100);
+        let reserved = estimate(&body);
+
+        let mut first = Run::new(&plugin, &env);
+        assert_eq!(first.request(&env, &body), Step::Continue);
+        first.response(
+            &env,
+            "application/json",
+            &[
+                r#"{"usage": {"prompt_tokens": 5,"#,
+                r#" "completion_tokens": 2, "total_tokens": 7}}"#,
+            ],
+        );
+        let remaining = 1_000 - reserved;
+        assert_eq!(
+            first.header("x-ratelimit-remaining-tokens"),
+            Some(remaining.to_string().as_str())
+        );
+        assert_eq!(first.header("x-ratelimit-limit-tokens"), Some("1000"));
+        first.done(&env);
+        let record = first.record();
+        assert_eq!(record["decision"], "admitted");
+        assert_eq!(record["reserved_tokens"], reserved);
+        assert_eq!(record["charged_tokens"], 7);
+        assert_eq!(first.counted("admitted"), 1);
+        assert_eq!(first.counted("charged_tokens"), 7);
+
+        // The store kept the charge, not the reservation, and the slot came back.
+        let mut second = Run::new(&plugin, &env);
+        assert_eq!(second.request(&env, &body), Step::Continue);
+        second.response(&env, "application/json", &["{}"]);
+        assert_eq!(
+            second.header("x-ratelimit-remaining-tokens"),
+            Some((1_000 - 7 - reserved).to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn a_quota_spent_or_a_slot_taken_refuses_before_the_upstream() {
+        let env = user("bob");
+        let plugin = plugin(per_user(json!({})), &env);
+        let mut held = Run::new(&plugin, &env);
+        assert_eq!(held.request(&env, &chat("hi", 10)), Step::Continue);
+
+        let mut second = Run::new(&plugin, &env);
+        let (reply, body) = refusal(second.request(&env, &chat("hi", 10)));
+        assert_eq!(reply.status, 429);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("concurrent"),
+            "{body}"
+        );
+        assert_eq!(second.record()["limit"], "max_concurrent_requests");
+        assert_eq!(second.counted("limited"), 1);
+        // A refused request holds nothing.
+        second.done(&env);
+        assert_eq!(second.effects.filter_state.len(), 1);
+
+        held.done(&env);
+        let mut large = Run::new(&plugin, &env);
+        let (reply, body) = refusal(large.request(&env, &chat("hi", 5_000)));
+        assert_eq!(reply.status, 429);
+        assert!(reply_header(&reply, "retry-after").is_some());
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Request too large for rule per-user"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn requests_no_limit_matches_go_through_untouched() {
+        let env = FakeEnv::default();
+        let plugin = plugin(per_user(json!({})), &env);
+        let mut run = Run::new(&plugin, &env);
+        assert_eq!(
+            run.stage
+                .on_request_headers(&mut Run::cx(&env, &mut run.effects), false),
+            Step::Continue
+        );
+        assert_eq!(run.stage.request_body_use(), BodyUse::None);
+        run.response(&env, "application/json", &["{}"]);
+        run.done(&env);
+        assert!(run.effects.is_empty(), "{:?}", run.effects);
+    }
+
+    #[test]
+    fn malformed_bodies_and_missing_consumers_are_refused() {
+        let env = user("carol");
+        let plugin = plugin(per_user(json!({})), &env);
+        let mut run = Run::new(&plugin, &env);
+        let (reply, body) = refusal(run.request(&env, br#"{"max_tokens": "many"}"#));
+        assert_eq!(reply.status, 400);
+        assert_eq!(body["error"]["param"], "max_tokens");
+        assert_eq!(run.record()["decision"], "invalid_request");
+
+        let deny = json!({"rule_name": "c", "anonymous_consumers": "deny", "rule_items": [
+            {"limit_by_per_consumer": "", "limit_keys": [{"key": "*", "token_per_minute": 10}]}]});
+        let plugin = self::plugin(deny, &env);
+        let mut run = Run::new(&plugin, &env);
+        let (reply, body) = refusal(run.request(&env, &chat("hi", 1)));
+        assert_eq!(reply.status, 401);
+        assert_eq!(body["error"]["code"], "consumer_required");
+        assert_eq!(run.record()["decision"], "no_consumer");
+    }
+
+    #[test]
+    fn a_body_past_the_limit_is_estimated_from_its_size() {
+        let env = user("dave");
+        let config = json!({"max_body_bytes": 16, "default_max_tokens": 10});
+        let plugin = plugin(per_user(config), &env);
+        let body = chat(&"x".repeat(400), 10);
+        let mut run = Run::new(&plugin, &env);
+        assert_eq!(run.request(&env, &body), Step::Continue);
+        run.done(&env);
+        assert_eq!(
+            run.record()["reserved_tokens"],
+            Estimate::from_size(body.len(), 10).total()
+        );
+    }
+
+    #[test]
+    fn a_streamed_answer_without_usage_is_charged_its_text() {
+        let env = user("erin");
+        let plugin = plugin(per_user(json!({})), &env);
+        let body = chat("tell me", 500);
+        let mut run = Run::new(&plugin, &env);
+        assert_eq!(run.request(&env, &body), Step::Continue);
+        run.response(
+            &env,
+            "text/event-stream",
+            &[
+                "data: {\"choices\": [{\"delta\": {\"content\": \"abcdefgh\"}}]}\n\n",
+                "data: [DONE]\n\n",
+            ],
+        );
+        run.done(&env);
+        let prompt = Estimate::from_body(&body, 4096).unwrap().prompt;
+        let charged = run.record()["charged_tokens"].as_u64().unwrap();
+        assert!(charged > prompt && charged < prompt + 500, "{charged}");
+    }
+
+    #[test]
+    fn a_client_leaving_before_the_answer_pays_only_once_the_request_went_upstream() {
+        let env = user("frank");
+        let plugin = plugin(per_user(json!({})), &env);
+        let body = chat("hi", 10);
+        let mut early = Run::new(&plugin, &env);
+        assert_eq!(early.request(&env, &body), Step::Continue);
+        early.done(&env);
+        assert_eq!(early.record()["charged_tokens"], 0);
+
+        let sent = user("frank").with_property("upstream.address", "10.0.0.1:80");
+        let mut late = Run::new(&plugin, &sent);
+        assert_eq!(late.request(&sent, &body), Step::Continue);
+        late.done(&sent);
+        assert_eq!(late.record()["charged_tokens"], estimate(&body));
+    }
+
+    #[test]
+    fn redis_decides_by_callout_while_the_request_waits() {
+        let env = user("gina");
+        let mut plugin = plugin(redis("open"), &env);
+        let mut run = Run::new(&plugin, &env);
+        assert_eq!(run.request(&env, &chat("hi", 10)), Step::Hold);
+        let (tag, callout) = &run.effects.callouts[0];
+        assert_eq!((*tag, callout.cluster.as_str()), (RESERVE, "webdis"));
+        assert!(callout.body.starts_with(b"EVAL/"));
+
+        let answer = Outcome::Answered {
+            status: 200,
+            body: br#"{"EVAL": [1, 42]}"#.to_vec(),
+        };
+        assert_eq!(run.callout(&env, answer), Step::Continue);
+        let usage = r#"{"usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}"#;
+        run.response(&env, "application/json", &[usage]);
+        assert_eq!(run.header("x-ratelimit-remaining-tokens"), Some("958"));
+        run.done(&env);
+        assert_eq!(run.record()["charged_tokens"], 3);
+
+        // The correction and the slot's release go out on the next tick.
+        let mut tick = Effects::default();
+        plugin.on_tick(&env, &mut tick);
+        assert_eq!(tick.callouts.len(), 1);
+        let (tag, callout) = tick.callouts.pop().unwrap();
+        assert!(callout.body.starts_with(b"EVAL/"));
+        let mut answered = Effects::default();
+        plugin.on_callout(&env, &mut answered, tag, Outcome::TimedOut);
+        assert_eq!(answered.metrics[0].metric, "settle_failure");
+        plugin.on_tick(&env, &mut tick);
+        assert!(tick.callouts.is_empty(), "nothing left to send");
+    }
+
+    #[test]
+    fn redis_refusals_and_failures_follow_the_reply_and_the_policy() {
+        let env = user("hank");
+        let plugin = plugin(redis("closed"), &env);
+        let mut limited = Run::new(&plugin, &env);
+        assert_eq!(limited.request(&env, &chat("hi", 10)), Step::Hold);
+        let answer = Outcome::Answered {
+            status: 200,
+            body: br#"{"EVAL": [0, 1, 995]}"#.to_vec(),
+        };
+        let (reply, _) = refusal(limited.callout(&env, answer));
+        assert_eq!(reply.status, 429);
+        assert_eq!(limited.record()["used"], 995);
+
+        let mut closed = Run::new(&plugin, &env);
+        assert_eq!(closed.request(&env, &chat("hi", 10)), Step::Hold);
+        let (reply, _) = refusal(closed.callout(&env, Outcome::TimedOut));
+        assert_eq!(reply.status, 503);
+        assert_eq!(closed.record()["decision"], "store_failed_closed");
+        assert_eq!(closed.counted("store_failure"), 1);
+
+        let plugin = self::plugin(redis("open"), &env);
+        let mut open = Run::new(&plugin, &env);
+        assert_eq!(open.request(&env, &chat("hi", 10)), Step::Hold);
+        let unreachable = Outcome::Unreachable("no healthy host".into());
+        assert_eq!(open.callout(&env, unreachable), Step::Continue);
+        open.response(&env, "application/json", &["{}"]);
+        assert_eq!(open.header("x-ratelimit-remaining-tokens"), None);
+        open.done(&env);
+        assert_eq!(open.record()["decision"], "store_failed_open");
+    }
+
+    #[test]
+    fn a_client_leaving_while_redis_decides_gives_its_slot_back() {
+        let env = user("ivan");
+        let mut plugin = plugin(redis("open"), &env);
+        let mut run = Run::new(&plugin, &env);
+        assert_eq!(run.request(&env, &chat("hi", 10)), Step::Hold);
+        run.done(&env);
+        let mut tick = Effects::default();
+        plugin.on_tick(&env, &mut tick);
+        assert_eq!(tick.callouts.len(), 1, "the release of the slot");
+    }
+}
