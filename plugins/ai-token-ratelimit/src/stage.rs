@@ -153,9 +153,9 @@ struct Admission {
 }
 
 /// Envoy shared data (the runner's store) for the local store.
-struct SharedData<'a>(&'a dyn store::Store);
+struct EnvoySharedData<'a>(&'a dyn store::Store);
 
-impl local::SharedData for SharedData<'_> {
+impl local::SharedData for EnvoySharedData<'_> {
     fn update(&mut self, key: &str, update: &mut local::Update) -> bool {
         store::update(self.0, key, update).is_some()
     }
@@ -205,8 +205,14 @@ impl Stage for Quota {
     }
 
     fn on_request_body(&mut self, cx: &mut Cx, body: &mut RequestBody) -> Step {
-        let State::Reading(request) = std::mem::take(&mut self.state) else {
-            return Step::Continue;
+        // Every stage sees the body another stage asked for: only a request waiting for it
+        // is decided here.
+        let request = match std::mem::take(&mut self.state) {
+            State::Reading(request) => request,
+            other => {
+                self.state = other;
+                return Step::Continue;
+            }
         };
         let config = &self.config;
         let estimate = if !request.json_body {
@@ -234,13 +240,13 @@ impl Stage for Quota {
     }
 
     fn on_callout(&mut self, cx: &mut Cx, tag: u32, outcome: Outcome) -> Step {
-        if tag != RESERVE {
-            return Step::Continue;
-        }
-        let State::Deciding(deciding) = std::mem::take(&mut self.state) else {
-            return Step::Continue;
+        let (decision, layout) = match std::mem::take(&mut self.state) {
+            State::Deciding(deciding) if tag == RESERVE => *deciding,
+            other => {
+                self.state = other;
+                return Step::Continue;
+            }
         };
-        let (decision, layout) = *deciding;
         let verdict = outcome
             .success()
             .and_then(|body| redis::verdict(&layout, body));
@@ -337,7 +343,7 @@ impl Quota {
         };
         match &self.config.store {
             Store::Local => {
-                let verdict = local::reserve(&mut SharedData(cx.env.store()), &decision.ask());
+                let verdict = local::reserve(&mut EnvoySharedData(cx.env.store()), &decision.ask());
                 self.conclude(cx, decision, verdict)
             }
             Store::Redis(redis) => {
@@ -431,7 +437,7 @@ impl Quota {
         match &config.store {
             Store::Local => {
                 let needed = !adjustments.is_empty() || !held.slots.is_empty();
-                let mut store = SharedData(cx.env.store());
+                let mut store = EnvoySharedData(cx.env.store());
                 if needed && !local::settle(&mut store, held, &adjustments, now_ms) {
                     log::warn!("{PLUGIN}: could not settle a request in shared data");
                     count_failure(cx.effects);
@@ -751,6 +757,28 @@ mod tests {
         run.response(&env, "application/json", &["{}"]);
         run.done(&env);
         assert!(run.effects.is_empty(), "{:?}", run.effects);
+    }
+
+    #[test]
+    fn a_request_decided_at_its_headers_keeps_its_admission_when_others_read_the_body() {
+        let env = user("jane");
+        let requests = json!({"rule_name": "r", "rule_items": [{"limit_by_per_header": "x-user",
+            "limit_keys": [{"key": "*", "query_per_minute": 5}]}]});
+        let plugin = plugin(requests, &env);
+        let mut run = Run::new(&plugin, &env);
+        let mut cx = Run::cx(&env, &mut run.effects);
+        assert_eq!(run.stage.on_request_headers(&mut cx, false), Step::Continue);
+        assert_eq!(run.stage.request_body_use(), BodyUse::None);
+        // A later stage of the chain asked for the body: this one sees it too.
+        let mut body = RequestBody::new(Some(chat("hi", 1)), 0);
+        assert_eq!(
+            run.stage.on_request_body(&mut cx, &mut body),
+            Step::Continue
+        );
+        run.response(&env, "application/json", &["{}"]);
+        assert_eq!(run.header("x-ratelimit-remaining-requests"), Some("4"));
+        run.done(&env);
+        assert_eq!(run.record()["decision"], "admitted");
     }
 
     #[test]
