@@ -473,6 +473,10 @@ pub trait Plugin {
     /// Takes a configuration (already JSON, `_rules_` included); an error refuses it.
     fn configure(&mut self, config: &Value) -> Result<Configured, String>;
 
+    /// A configuration was taken, before any request sees it: the moment to prepare what the
+    /// plugin keeps in the store (shared data).
+    fn on_configured(&mut self, _env: &dyn Env) {}
+
     /// Called on the runner's clock, with the effects the plugin asks for (callouts,
     /// metrics); only when [`Configured::tick`] asked for it.
     fn on_tick(&mut self, _env: &dyn Env, _effects: &mut Effects) {}

@@ -143,6 +143,7 @@ impl Root {
         match plugin.configure(json) {
             Ok(configured) => {
                 log::info!("{name}: configured with {} rules", configured.rules);
+                plugin.on_configured(&HostEnv);
                 Some(configured)
             }
             Err(err) => {
