@@ -14,6 +14,7 @@ const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.
 /// The stages of `plugins/ai-gateway` (its `STAGES`).
 pub const STAGES: &[&str] = &[
     "ai-statistics",
+    "ai-token-ratelimit",
     "ai-content-safety",
     "ai-fallback",
     "ai-proxy",

@@ -7,6 +7,7 @@ use aigw_shared::stage::Plugin;
 /// The stages this module has.
 pub const STAGES: &[&str] = &[
     "ai-statistics",
+    "ai-token-ratelimit",
     "ai-content-safety",
     "ai-fallback",
     "ai-proxy",
@@ -16,6 +17,7 @@ pub const STAGES: &[&str] = &[
 pub fn make(stage: &str) -> Option<Box<dyn Plugin>> {
     Some(match stage {
         "ai-statistics" => Box::new(ai_statistics::stage::Statistics::default()),
+        "ai-token-ratelimit" => Box::new(ai_token_ratelimit::stage::RateLimit::default()),
         "ai-content-safety" => Box::new(ai_content_safety::stage::ContentSafety::default()),
         "ai-fallback" => Box::new(ai_fallback::stage::Fallback::default()),
         "ai-proxy" => Box::new(ai_proxy::stage::Proxy::default()),

@@ -148,8 +148,10 @@ impl Stream {
         let step = match phase {
             Phase::RequestHeaders { end } => stage.on_request_headers(&mut cx, end),
             Phase::RequestBody => match self.request_body.as_mut() {
-                Some(body) => stage.on_request_body(&mut cx, body),
-                None => Step::Continue,
+                Some(body) if stage.request_body_use() != BodyUse::None => {
+                    stage.on_request_body(&mut cx, body)
+                }
+                _ => Step::Continue,
             },
             Phase::ResponseHeaders { end } => match self.head.as_mut() {
                 Some(head) => {

@@ -1,5 +1,6 @@
 //! The main table: the mock directly, bare Envoy, Envoy with each plugin alone, Envoy with the
-//! full suite, and two peer gateways (LiteLLM proxy, Portkey gateway), all on the same mock, in
+//! full suite as one filter per plugin and as ai-gateway.wasm (one filter in front, one on the
+//! cluster), and two peer gateways (LiteLLM proxy, Portkey gateway), all on the same mock, in
 //! one run, interleaved, medians quoted. Prints the table and writes every figure to
 //! `docs/bench.json` and a chart to `docs/bench.png`.
 //!
@@ -8,7 +9,7 @@
 //! - Streams: sequential streams of 20 chunks 1 ms apart; time to first byte and total time,
 //!   and what each adds to bare Envoy's.
 //! - Memory: Envoy's resident memory with 1,000 streams in flight and idle (the mock holds
-//!   their first chunk back), per stream, for bare Envoy and the full suite.
+//!   their first chunk back), per stream, for bare Envoy and the full suite both ways.
 //!
 //! `BENCH_PEERS=0` leaves the peers out (they take a minute to start).
 
@@ -26,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-bench";
-const PLUGINS: [&str; 6] = [
+const PLUGINS: [&str; 7] = [
+    "ai-gateway",
     "ai-proxy",
     "ai-statistics",
     "ai-token-ratelimit",
@@ -134,7 +136,7 @@ fn content_safety() -> Value {
 
 /// Each plugin alone, then the full suite in the order DESIGN recommends: the client edge,
 /// statistics, rate limit, content safety, cache, and the provider edge on the cluster.
-fn envoy_configurations(mock: SocketAddr) -> Vec<(String, Gateway)> {
+fn envoy_configurations(mock: SocketAddr) -> Vec<(String, Value)> {
     let simple = |plugin: &str, config: Value| {
         (
             format!("Envoy + {plugin}"),
@@ -174,13 +176,39 @@ fn envoy_configurations(mock: SocketAddr) -> Vec<(String, Gateway)> {
         ),
         (
             FULL_PROMPTS_ONLY.to_string(),
-            full_suite(mock, {
-                let mut prompts_only = content_safety();
-                prompts_only["checkResponse"] = json!(false);
-                prompts_only
-            }),
+            full_suite(mock, prompts_only()),
         ),
     ]
+    .into_iter()
+    .map(|(name, gateway)| (name, gateway.to_json()))
+    .chain([
+        (
+            ONE_FILTER.to_string(),
+            one_filter(full_suite(mock, content_safety())),
+        ),
+        (
+            ONE_FILTER_PROMPTS_ONLY.to_string(),
+            one_filter(full_suite(mock, prompts_only())),
+        ),
+    ])
+    .collect()
+}
+
+fn prompts_only() -> Value {
+    let mut prompts_only = content_safety();
+    prompts_only["checkResponse"] = json!(false);
+    prompts_only
+}
+
+/// The same chain as ai-gateway.wasm: the downstream filters one filter, the provider edge
+/// another, each position in a VM of its own.
+const ONE_FILTER: &str = "ai-gateway, one filter";
+const ONE_FILTER_PROMPTS_ONLY: &str = "ai-gateway, prompts checked";
+
+fn one_filter(gateway: Gateway) -> Value {
+    let mut config = gateway.to_json();
+    e2e::suite::rewrite_config(&mut config);
+    config
 }
 
 /// The full suite whose content safety checks prompts only: a checked stream is held until its
@@ -220,11 +248,8 @@ pub fn run(plan: &Plan) {
         envoy: None,
         _peer: None,
     }];
-    for (name, gateway) in envoy_configurations(mock.addr) {
-        targets.push(Target::envoy(
-            &name,
-            Envoy::start_with(&gateway.to_json(), &options),
-        ));
+    for (name, config) in envoy_configurations(mock.addr) {
+        targets.push(Target::envoy(&name, Envoy::start_with(&config, &options)));
     }
     if std::env::var("BENCH_PEERS").as_deref() != Ok("0") {
         // A peer that does not start is reported and left out; its ratios are null.
@@ -238,6 +263,7 @@ pub fn run(plan: &Plan) {
     let index = |name: &str| targets.iter().position(|t| t.name == name);
     let bare = index("bare Envoy").expect("bare Envoy");
     let full = index("Envoy + full suite").expect("full suite");
+    let one = index(ONE_FILTER).expect("the suite as one filter");
 
     println!(
         "AI gateway benchmark: {} interleaved rounds of {} s, median round reported",
@@ -320,7 +346,7 @@ pub fn run(plan: &Plan) {
     }
     println!();
 
-    let memory: Vec<(String, f64)> = [bare, full]
+    let memory: Vec<(String, f64)> = [bare, full, one]
         .into_iter()
         .map(|i| {
             let envoy = targets[i].envoy.as_ref().expect("an Envoy");
@@ -333,7 +359,15 @@ pub fn run(plan: &Plan) {
         println!("  {:<28} {:>8.1} KB per stream", name, bytes / 1024.0);
     }
 
-    let report = report(plan, &targets, &loads, &streams, &memory, &wasm, bare, full);
+    let report = report(
+        plan,
+        &targets,
+        &loads,
+        &streams,
+        &memory,
+        &wasm,
+        [bare, full, one],
+    );
     let json_path = paths::repo_root().join("docs/bench.json");
     let _ = std::fs::create_dir_all(json_path.parent().expect("docs"));
     std::fs::write(
@@ -447,8 +481,7 @@ fn report(
     streams: &[StreamFigures],
     memory: &[(String, f64)],
     wasm: &[(&str, u64)],
-    bare: usize,
-    full: usize,
+    [bare, full, one]: [usize; 3],
 ) -> Value {
     let load = |l: &Load| json!({"rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "failures": l.failures});
     let configurations: Vec<Value> = targets
@@ -483,6 +516,13 @@ fn report(
         _ => Value::Null,
     };
     let suite = |c: usize| Some(loads[full][c].rps);
+    let one_filter = |c: usize| Some(loads[one][c].rps);
+    let memory_of = |i: usize| {
+        memory
+            .iter()
+            .find(|(name, _)| *name == targets[i].name)
+            .map(|(_, bytes)| *bytes)
+    };
     let bare_rps = |c: usize| Some(loads[bare][c].rps);
     json!({
         "machine": {"cores": num_cpus(), "envoy_concurrency": 1, "load_generator": "wrk, 1 thread"},
@@ -499,6 +539,16 @@ fn report(
             "full_suite_vs_litellm_rps": ratio(suite(0), rps("LiteLLM proxy", 0)),
             "full_suite_vs_portkey_rps": ratio(suite(0), rps("Portkey gateway", 0)),
             "full_suite_added_ttfb_p50_ms": streams[full].ttfb_p50_ms - streams[bare].ttfb_p50_ms,
+            "one_filter_vs_bare_rps": ratio(one_filter(0), bare_rps(0)),
+            "one_filter_vs_bare_rps_c64": ratio(one_filter(1), bare_rps(1)),
+            "one_filter_vs_full_suite_rps": ratio(one_filter(0), suite(0)),
+            "one_filter_added_ttfb_p50_ms": streams[one].ttfb_p50_ms - streams[bare].ttfb_p50_ms,
+            "one_filter_prompts_checked_added_ttfb_p50_ms": targets
+                .iter()
+                .position(|t| t.name == ONE_FILTER_PROMPTS_ONLY)
+                .map(|i| streams[i].ttfb_p50_ms - streams[bare].ttfb_p50_ms),
+            "one_filter_idle_stream_bytes": memory_of(one),
+            "full_suite_idle_stream_bytes": memory_of(full),
             "full_suite_prompts_checked_added_ttfb_p50_ms": targets
                 .iter()
                 .position(|t| t.name == FULL_PROMPTS_ONLY)
