@@ -1,5 +1,6 @@
 //! `envoy-configs/suite.yaml` as shipped: the whole chain in one filter, downstream and
-//! upstream each in a VM of its own. Both client APIs, the prompt check, metering, failover
+//! upstream each in a VM of its own. Both client APIs, the prompt check, metering, the token
+//! quota, failover
 //! to the next provider and the longer-context replay work through it, and no callout of the
 //! suite re-enters the VM that makes it.
 
@@ -102,6 +103,7 @@ fn the_shipped_suite_runs_the_whole_chain_in_one_filter() {
     assert_eq!(reply.json()["object"], "chat.completion");
     assert_eq!(reply.header("x-ai-fallback-provider"), Some("openai"));
     let first_usage = reply.json()["usage"]["total_tokens"].as_u64().unwrap();
+    assert_eq!(reply.header("x-ratelimit-limit-tokens"), Some("100000"));
     let sent = suite.openai.requests.last().unwrap();
     assert_eq!(
         sent.header("authorization"),

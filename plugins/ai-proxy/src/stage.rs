@@ -221,6 +221,10 @@ impl Stage for ProxyStage {
         }
         // The translated body has another length.
         cx.effects.set_request_header("content-length", None);
+        // It is read as JSON whatever the client labelled it, and goes on labelled JSON: the
+        // stages after this one see that at once, so none skips a body it reads only as JSON.
+        cx.effects
+            .set_request_header("content-type", Some("application/json"));
         self.pipeline = Some(pipeline);
         Step::Continue
     }
