@@ -94,20 +94,8 @@ impl Plugin for Cache {
         self.in_flight.answered(effects, tag, &outcome);
     }
 
-    /// A stage for `POST …/chat/completions` requests a rule applies to.
     fn stage(&self, env: &dyn Env) -> Option<Box<dyn Stage>> {
         let config = rule_for(self.rules.as_ref()?, env)?;
-        let method = env.request_header(":method").unwrap_or_default();
-        let path = env.request_header(":path").unwrap_or_default();
-        if method != "POST"
-            || !path
-                .split('?')
-                .next()
-                .unwrap_or("")
-                .ends_with("/chat/completions")
-        {
-            return None;
-        }
         Some(Box::new(Lookup {
             config,
             worker: self.worker.clone(),
@@ -185,8 +173,20 @@ struct Lookup {
 }
 
 impl Stage for Lookup {
+    /// Only `POST …/chat/completions` requests are cached; their headers wait for the body.
     fn on_request_headers(&mut self, cx: &mut Cx, end_of_stream: bool) -> Step {
         let env = cx.env;
+        let method = env.request_header(":method").unwrap_or_default();
+        let path = env.request_header(":path").unwrap_or_default();
+        if method != "POST"
+            || !path
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .ends_with("/chat/completions")
+        {
+            return Step::Continue;
+        }
         self.labels = Labels {
             route: env.route_name(),
             cluster: env.cluster_name(),
@@ -319,7 +319,10 @@ impl Lookup {
         self.count(cx, metric::NOT_STORED);
     }
 
-    fn local_store<'a>(config: &'a Config, data: &'a StoreData<'a>) -> LocalStore<'a, StoreData<'a>> {
+    fn local_store<'a>(
+        config: &'a Config,
+        data: &'a StoreData<'a>,
+    ) -> LocalStore<'a, StoreData<'a>> {
         LocalStore {
             data,
             prefix: &config.cache.key_prefix,
@@ -567,9 +570,9 @@ impl Lookup {
             failure_metric,
             series: self.labels.series.clone(),
         };
-        if let Err(job) = self.worker.queue(job) {
+        if !self.worker.queue(job) {
             log::warn!("ai-cache: store queue full; answer not stored");
-            self.count(cx, job.failure_metric);
+            self.count(cx, failure_metric);
         }
     }
 
@@ -647,4 +650,403 @@ impl Lookup {
 fn redis_value(body: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let value = webdis::reply("GET", body)?;
     Ok(value.as_str().map(|s| s.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aigw_shared::stage::{FakeEnv, MetricSample};
+    use serde_json::json;
+
+    fn plugin(config: Value) -> Cache {
+        let mut plugin = Cache::default();
+        let configured = plugin.configure(&config).unwrap();
+        assert_eq!(configured.tick, Some(TICK));
+        plugin
+    }
+
+    fn env() -> FakeEnv {
+        FakeEnv::default()
+            .with_header(":method", "POST")
+            .with_header(":path", "/v1/chat/completions")
+    }
+
+    /// Runs `f` with a fresh context; returns what it answered and the effects it asked for.
+    fn with<R>(env: &FakeEnv, f: impl FnOnce(&mut Cx) -> R) -> (R, Effects) {
+        let mut effects = Effects::default();
+        let r = f(&mut Cx {
+            env,
+            effects: &mut effects,
+        });
+        (r, effects)
+    }
+
+    fn metrics(effects: &Effects) -> Vec<&'static str> {
+        effects
+            .metrics
+            .iter()
+            .map(|m: &MetricSample| m.metric)
+            .collect()
+    }
+
+    fn question(text: &str, stream: bool) -> RequestBody {
+        let body = json!({"model": "m", "stream": stream,
+            "messages": [{"role": "user", "content": text}]});
+        let bytes = serde_json::to_vec(&body).unwrap();
+        RequestBody::new(Some(bytes.clone()), bytes.len())
+    }
+
+    /// A new request's stage through its headers and body: the body's step and effects.
+    fn ask(
+        plugin: &Cache,
+        env: &FakeEnv,
+        body: &mut RequestBody,
+    ) -> (Box<dyn Stage>, Step, Effects) {
+        let mut stage = plugin.stage(env).expect("a stage for a chat request");
+        let (step, _) = with(env, |cx| stage.on_request_headers(cx, false));
+        assert_eq!(step, Step::Continue);
+        assert!(matches!(stage.request_body_use(), BodyUse::Change { .. }));
+        let (step, effects) = with(env, |cx| stage.on_request_body(cx, body));
+        (stage, step, effects)
+    }
+
+    fn head(content_type: &str) -> ResponseHead {
+        ResponseHead {
+            headers: vec![
+                (":status".into(), "200".into()),
+                ("content-type".into(), content_type.into()),
+            ],
+        }
+    }
+
+    fn completion(text: &str) -> Vec<u8> {
+        serde_json::to_vec(
+            &json!({"id": "c", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}),
+        )
+        .unwrap()
+    }
+
+    /// The answer of a miss, in one chunk: the effects of its headers and of its body.
+    fn answer(stage: &mut Box<dyn Stage>, env: &FakeEnv, body: Vec<u8>) -> (Effects, Effects) {
+        let (step, on_head) = with(env, |cx| {
+            stage.on_response_headers(cx, &head("application/json"), false)
+        });
+        assert_eq!(step, Step::Continue);
+        assert!(stage.wants_response_body());
+        let mut chunk = ResponseChunk::new(body, true);
+        let (step, on_body) = with(env, |cx| {
+            let step = stage.on_response_body(cx, &mut chunk);
+            stage.on_response_end(cx);
+            step
+        });
+        assert_eq!(step, Step::Continue);
+        assert!(!chunk.is_changed());
+        (on_head, on_body)
+    }
+
+    fn reply(step: Step) -> Reply {
+        match step {
+            Step::Respond(reply) => reply,
+            other => panic!("not answered from the cache: {other:?}"),
+        }
+    }
+
+    fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+        reply
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn only_chat_completion_posts_are_cached() {
+        let plugin = plugin(json!({}));
+        let get = FakeEnv::default()
+            .with_header(":method", "GET")
+            .with_header(":path", "/v1/chat/completions");
+        let embeddings = FakeEnv::default()
+            .with_header(":method", "POST")
+            .with_header(":path", "/v1/embeddings?x=/chat/completions");
+        for env in [get, embeddings] {
+            let mut stage = plugin.stage(&env).unwrap();
+            let (step, effects) = with(&env, |cx| stage.on_request_headers(cx, false));
+            assert_eq!(step, Step::Continue);
+            assert!(effects.is_empty());
+            assert_eq!(stage.request_body_use(), BodyUse::None);
+            let (_, effects) = with(&env, |cx| {
+                stage.on_response_headers(cx, &head("application/json"), false)
+            });
+            assert!(effects.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_miss_goes_on_its_answer_is_stored_and_the_next_ask_is_a_hit() {
+        let plugin = plugin(json!({}));
+        let env = env();
+        let (mut stage, step, effects) = ask(&plugin, &env, &mut question("hi", false));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(metrics(&effects), [metric::MISS]);
+        assert_eq!(effects.filter_state, [(LOG_KEY.into(), b"miss".to_vec())]);
+        let (on_head, on_body) = answer(&mut stage, &env, completion("Hello"));
+        assert_eq!(
+            on_head.response_headers,
+            [(STATUS_HEADER.into(), Some("miss".into()))]
+        );
+        assert_eq!(metrics(&on_body), [metric::STORED]);
+
+        let (_, step, effects) = ask(&plugin, &env, &mut question("hi", false));
+        let hit = reply(step);
+        assert_eq!(hit.status, 200);
+        assert_eq!(header(&hit, STATUS_HEADER), Some("hit"));
+        assert_eq!(header(&hit, "x-ai-cache-match"), Some("exact"));
+        assert_eq!(header(&hit, "content-type"), Some("application/json"));
+        let body: Value = serde_json::from_slice(&hit.body).unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(metrics(&effects), [metric::HIT]);
+        assert_eq!(effects.filter_state, [(LOG_KEY.into(), b"hit".to_vec())]);
+
+        let (_, step, _) = ask(&plugin, &env, &mut question("hi", true));
+        let streamed = reply(step);
+        assert_eq!(header(&streamed, "content-type"), Some("text/event-stream"));
+        assert_eq!(header(&streamed, "cache-control"), Some("no-cache"));
+        assert!(streamed.body.ends_with(b"data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn skipped_requests_are_not_read_and_say_so_on_the_answer() {
+        let plugin = plugin(json!({}));
+        let env = env().with_header(STATUS_HEADER, "skip");
+        let mut stage = plugin.stage(&env).unwrap();
+        let (step, effects) = with(&env, |cx| stage.on_request_headers(cx, false));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(stage.request_body_use(), BodyUse::None);
+        assert_eq!(metrics(&effects), [metric::SKIP]);
+        let (_, effects) = with(&env, |cx| {
+            stage.on_response_headers(cx, &head("application/json"), false)
+        });
+        assert_eq!(
+            effects.response_headers,
+            [(STATUS_HEADER.into(), Some("skip".into()))]
+        );
+        assert!(!stage.wants_response_body());
+
+        let plugin = self::plugin(json!({"maxRequestBytes": 10}));
+        let env = self::env();
+        let (_, step, effects) = ask(&plugin, &env, &mut RequestBody::new(None, 11));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(metrics(&effects), [metric::SKIP]);
+    }
+
+    #[test]
+    fn answers_that_cannot_be_cached_are_not_stored() {
+        let plugin = plugin(json!({}));
+        let env = env();
+        let (mut stage, _, _) = ask(&plugin, &env, &mut question("hi", false));
+        let error = ResponseHead {
+            headers: vec![(":status".into(), "500".into())],
+        };
+        let (_, effects) = with(&env, |cx| stage.on_response_headers(cx, &error, false));
+        assert_eq!(metrics(&effects), [metric::NOT_STORED]);
+        assert!(!stage.wants_response_body());
+        assert!(with(&env, |cx| stage.on_response_end(cx)).1.is_empty());
+
+        let (mut stage, _, _) = ask(&plugin, &env, &mut question("hi", false));
+        let (_, on_body) = answer(&mut stage, &env, b"{\"choices\":[]}".to_vec());
+        assert_eq!(metrics(&on_body), [metric::NOT_STORED]);
+    }
+
+    fn redis() -> Cache {
+        plugin(json!({"cache": {"type": "redis", "serviceName": "redis", "cacheTTL": 60}}))
+    }
+
+    #[test]
+    fn a_redis_lookup_holds_the_request_until_it_answers() {
+        let plugin = redis();
+        let env = env();
+        let (mut stage, step, effects) = ask(&plugin, &env, &mut question("hi", false));
+        assert_eq!(step, Step::Hold);
+        let (tag, call) = effects.callouts[0].clone();
+        assert_eq!(call.cluster, "redis");
+        assert!(String::from_utf8_lossy(&call.body).starts_with("GET/"));
+        let other = Outcome::Answered {
+            status: 200,
+            body: b"{\"GET\":null}".to_vec(),
+        };
+        assert_eq!(
+            with(&env, |cx| stage.on_callout(cx, tag + 1, other)).0,
+            Step::Hold
+        );
+        let entry = Entry {
+            content: "cached".into(),
+            model: "m".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        };
+        let value = String::from_utf8(entry.encode()).unwrap();
+        let found = Outcome::Answered {
+            status: 200,
+            body: serde_json::to_vec(&json!({ "GET": value })).unwrap(),
+        };
+        let hit = reply(with(&env, |cx| stage.on_callout(cx, tag, found)).0);
+        assert!(String::from_utf8_lossy(&hit.body).contains("cached"));
+    }
+
+    #[test]
+    fn a_redis_down_is_a_miss_and_the_store_goes_out_on_the_tick() {
+        let mut plugin = redis();
+        let env = env();
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("hi", false));
+        let tag = effects.callouts[0].0;
+        let (step, effects) = with(&env, |cx| stage.on_callout(cx, tag, Outcome::TimedOut));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(metrics(&effects), [metric::CACHE_ERROR, metric::MISS]);
+
+        let (_, on_body) = answer(&mut stage, &env, completion("Hello"));
+        assert!(on_body.is_empty(), "stored from the root: {on_body:?}");
+        let mut tick = Effects::default();
+        plugin.on_tick(&env, &mut tick);
+        assert_eq!(tick.callouts.len(), 1);
+        let (tag, call) = tick.callouts[0].clone();
+        assert!(String::from_utf8_lossy(&call.body).ends_with("/EX/60"));
+        let mut tick = Effects::default();
+        plugin.on_tick(&env, &mut tick);
+        assert!(tick.callouts.is_empty(), "sent once");
+
+        let mut done = Effects::default();
+        let ok = Outcome::Answered {
+            status: 200,
+            body: b"{\"SET\":[true,\"OK\"]}".to_vec(),
+        };
+        plugin.on_callout(&env, &mut done, tag, ok);
+        assert_eq!(metrics(&done), [metric::STORED]);
+        assert_eq!(done.metrics[0].series, effects.metrics[0].series);
+        let mut late = Effects::default();
+        plugin.on_callout(&env, &mut late, tag, Outcome::TimedOut);
+        assert!(late.is_empty(), "answered once");
+    }
+
+    #[test]
+    fn a_failed_store_is_counted() {
+        let mut plugin = redis();
+        let env = env();
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("hi", false));
+        let miss = Outcome::Answered {
+            status: 200,
+            body: b"{\"GET\":null}".to_vec(),
+        };
+        let tag = effects.callouts[0].0;
+        assert_eq!(
+            with(&env, |cx| stage.on_callout(cx, tag, miss)).0,
+            Step::Continue
+        );
+        answer(&mut stage, &env, completion("Hello"));
+        let mut tick = Effects::default();
+        plugin.on_tick(&env, &mut tick);
+        let tag = tick.callouts[0].0;
+        let mut done = Effects::default();
+        plugin.on_callout(&env, &mut done, tag, Outcome::Unreachable("refused".into()));
+        assert_eq!(metrics(&done), [metric::CACHE_ERROR]);
+    }
+
+    fn semantic(vector: Value) -> Cache {
+        plugin(json!({
+            "embedding": {"type": "openai", "serviceName": "embed"},
+            "vector": vector,
+        }))
+    }
+
+    fn embedded(vector: &[f32]) -> Outcome {
+        Outcome::Answered {
+            status: 200,
+            body: serde_json::to_vec(&json!({"data": [{"embedding": vector}]})).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_paraphrase_hits_through_the_embedded_vectors() {
+        let plugin = semantic(json!({"type": "local", "threshold": 0.9}));
+        let env = env();
+        let (mut stage, step, effects) = ask(&plugin, &env, &mut question("capital?", false));
+        assert_eq!(step, Step::Hold);
+        let (tag, call) = effects.callouts[0].clone();
+        assert_eq!(call.cluster, "embed");
+        let (step, _) = with(&env, |cx| stage.on_callout(cx, tag, embedded(&[1.0, 0.0])));
+        assert_eq!(step, Step::Continue, "nothing stored yet");
+        answer(&mut stage, &env, completion("Paris"));
+
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("the capital?", false));
+        let tag = effects.callouts[0].0;
+        let (step, effects) = with(&env, |cx| {
+            stage.on_callout(cx, tag, embedded(&[0.99, 0.05]))
+        });
+        let hit = reply(step);
+        assert_eq!(header(&hit, "x-ai-cache-match"), Some("semantic"));
+        assert!(header(&hit, "x-ai-cache-similarity").is_some());
+        assert_eq!(metrics(&effects), [metric::HIT, metric::SEMANTIC_HIT]);
+
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("weather?", false));
+        let tag = effects.callouts[0].0;
+        let (step, _) = with(&env, |cx| stage.on_callout(cx, tag, embedded(&[0.0, 1.0])));
+        assert_eq!(step, Step::Continue);
+    }
+
+    #[test]
+    fn the_embedding_or_chroma_down_is_a_miss() {
+        let chroma = json!({"type": "chroma", "serviceName": "chroma",
+            "collectionID": "1344926e-fcd2-4a4a-a8ad-a2153dc7cf3e"});
+        let plugin = semantic(chroma);
+        let env = env();
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("q", false));
+        let tag = effects.callouts[0].0;
+        let down = Outcome::Unreachable("refused".into());
+        let (step, effects) = with(&env, |cx| stage.on_callout(cx, tag, down));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(metrics(&effects), [metric::EMBEDDING_ERROR, metric::MISS]);
+
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("q", false));
+        let tag = effects.callouts[0].0;
+        let (step, effects) = with(&env, |cx| stage.on_callout(cx, tag, embedded(&[1.0])));
+        assert_eq!(step, Step::Hold);
+        let (tag, call) = effects.callouts[0].clone();
+        assert_eq!(call.cluster, "chroma");
+        let (step, effects) = with(&env, |cx| stage.on_callout(cx, tag, Outcome::TimedOut));
+        assert_eq!(step, Step::Continue);
+        assert_eq!(metrics(&effects), [metric::VECTOR_ERROR, metric::MISS]);
+
+        // The miss's vector goes to Chroma from the root, after the answer.
+        answer(&mut stage, &env, completion("A"));
+        let mut tick = Effects::default();
+        let mut plugin = plugin;
+        plugin.on_tick(&env, &mut tick);
+        assert_eq!(tick.callouts.len(), 1);
+        assert!(tick.callouts[0].1.path.ends_with("/upsert"));
+    }
+
+    #[test]
+    fn a_full_store_queue_drops_the_store_and_counts_it() {
+        let plugin = redis();
+        let env = env();
+        for _ in 0..crate::worker::MAX_QUEUED_STORES {
+            let job = Job {
+                call: webdis::command("redis", &["PING"], Duration::from_secs(1)),
+                failure_metric: metric::CACHE_ERROR,
+                series: String::new(),
+            };
+            assert!(plugin.worker.queue(job));
+        }
+        let (mut stage, _, effects) = ask(&plugin, &env, &mut question("hi", false));
+        let tag = effects.callouts[0].0;
+        let miss = Outcome::Answered {
+            status: 200,
+            body: b"{\"GET\":null}".to_vec(),
+        };
+        with(&env, |cx| stage.on_callout(cx, tag, miss));
+        let (_, on_body) = answer(&mut stage, &env, completion("Hello"));
+        assert_eq!(metrics(&on_body), [metric::CACHE_ERROR]);
+    }
 }

@@ -29,15 +29,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Queues a store for the next tick; a full queue gives it back.
-    pub fn queue(&self, job: Job) -> Result<(), Job> {
+    /// Queues a store for the next tick; `false` when the queue is full.
+    pub fn queue(&self, job: Job) -> bool {
         let mut jobs = self.jobs.borrow_mut();
-        if jobs.len() < MAX_QUEUED_STORES {
+        let room = jobs.len() < MAX_QUEUED_STORES;
+        if room {
             jobs.push(job);
-            Ok(())
-        } else {
-            Err(job)
         }
+        room
     }
 
     fn take_jobs(&self) -> Vec<Job> {
