@@ -35,7 +35,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// Response header (and log attribute) saying how the cache served the request.
-pub const STATUS_HEADER: &str = "x-ai-cache";
+const STATUS_HEADER: &str = "x-ai-cache";
 const HIGRESS_SKIP_HEADER: &str = "x-higress-skip-ai-cache";
 /// Filter state read by access logs as `%FILTER_STATE(wasm.ai_cache:PLAIN)%`.
 const LOG_KEY: &str = "ai_cache";

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 pub const MAX_QUEUED_STORES: usize = 1024;
 
 /// A store the root sends on its next tick.
-#[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub call: Callout,
     /// The metric counted when it fails (and `STORED` when an exact store succeeds).
