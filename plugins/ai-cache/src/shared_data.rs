@@ -1,6 +1,8 @@
 //! The slice of Envoy shared data the local stores use, as a trait so that the stores' logic
 //! runs in unit tests against a map.
 
+use aigw_shared::store::{Store, WriteError};
+
 /// A value and its compare-and-swap token.
 pub type Versioned = (Option<Vec<u8>>, Option<u32>);
 
@@ -9,6 +11,21 @@ pub trait SharedData {
     /// Writes `value`; with `cas`, only if nobody wrote since that token (`Err(true)` then).
     /// `Err(false)` for any other failure.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), bool>;
+}
+
+/// The shared data a stage reads through its environment.
+pub struct StoreData<'a>(pub &'a dyn Store);
+
+impl SharedData for StoreData<'_> {
+    fn get(&self, key: &str) -> Versioned {
+        self.0.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), bool> {
+        self.0
+            .set(key, value, cas)
+            .map_err(|e| e == WriteError::CasMismatch)
+    }
 }
 
 /// Read-modify-write with compare-and-swap, retried when another worker wrote in between.
