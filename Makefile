@@ -119,10 +119,11 @@ test-e2e: build test-plugins envoy pydeps services
 
 e2e: test-e2e
 
-# The e2e files that cover the chain, again with every plugin the suite has running as
-# ai-gateway.wasm (adjacent ones as one filter); see e2e/src/suite.rs.
+# The e2e files that cover the chain and those that start the shipped configs, again with
+# every plugin running as ai-gateway.wasm (adjacent ones as one filter); see e2e/src/suite.rs.
 SUITE_E2E := bad_input faults security hostile_proxy hostile_stream hostile_metrics hostile_ratelimit \
-  hostile_cache hostile_safety hot_swap per_route demo ai_fallback
+  hostile_cache hostile_safety hot_swap per_route demo ai_fallback ai_cache ai_content_safety \
+  ai_token_ratelimit
 test-e2e-suite: build test-plugins envoy pydeps services
 	AIGW_SUITE=1 $(CARGO) test -p e2e $(addprefix --test ,$(SUITE_E2E))
 

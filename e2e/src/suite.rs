@@ -16,6 +16,7 @@ pub const STAGES: &[&str] = &[
     "ai-statistics",
     "ai-token-ratelimit",
     "ai-content-safety",
+    "ai-cache",
     "ai-fallback",
     "ai-proxy",
 ];

@@ -1,6 +1,6 @@
 //! `envoy-configs/suite.yaml` as shipped: the whole chain in one filter, downstream and
 //! upstream each in a VM of its own. Both client APIs, the prompt check, metering, the token
-//! quota, failover
+//! quota, the cache, failover
 //! to the next provider and the longer-context replay work through it, and no callout of the
 //! suite re-enters the VM that makes it.
 
@@ -109,6 +109,15 @@ fn the_shipped_suite_runs_the_whole_chain_in_one_filter() {
         sent.header("authorization"),
         Some(format!("Bearer {OPENAI_KEY}").as_str())
     );
+
+    // The same question again: answered from the cache, the provider not called.
+    let before = suite.openai.requests.count();
+    let again = post_json(&url, &ask("What is the capital of France?"), &[]);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("x-ai-cache"), Some("hit"));
+    let content = |r: &e2e::client::Reply| r.json()["choices"][0]["message"]["content"].clone();
+    assert_eq!(content(&again), content(&reply));
+    assert_eq!(suite.openai.requests.count(), before);
 
     // Anthropic's API on the same route: the client edge downstream, the provider edge upstream.
     let message = post_json(

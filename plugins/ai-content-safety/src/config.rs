@@ -18,6 +18,11 @@ use serde_json::{Map, Value};
 pub const DEFAULT_DENY_MESSAGE: &str =
     "Sorry, I can't help with that. The content was blocked by the gateway's safety policy.";
 
+/// The largest window of a streamed answer, when none is set.
+const MAX_WINDOW_CHARS: usize = 500;
+/// The first window when windows grow: a couple of words.
+const FIRST_WINDOW_CHARS: usize = 8;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 struct Raw {
@@ -96,6 +101,8 @@ impl Default for RawLocal {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 struct RawStream {
+    /// The first window when windows grow (they do when no window size is set).
+    first_window_chars: Option<usize>,
     window_chars: Option<usize>,
     overlap_chars: Option<usize>,
     max_hold_ms: u64,
@@ -105,6 +112,7 @@ struct RawStream {
 impl Default for RawStream {
     fn default() -> Self {
         RawStream {
+            first_window_chars: None,
             window_chars: None,
             overlap_chars: None,
             max_hold_ms: 1000,
@@ -223,11 +231,25 @@ impl Config {
             .transpose()
             .map_err(|e| e.under("service"))?;
         let s = &raw.stream;
-        let window_chars = s.window_chars.or(raw.buffer_limit).unwrap_or(500);
-        if window_chars == 0 || s.max_hold_ms == 0 || s.max_hold_bytes < 1024 {
+        let fixed = s.window_chars.or(raw.buffer_limit);
+        let window_chars = fixed.unwrap_or(MAX_WINDOW_CHARS);
+        // A window size set by hand is every window's; otherwise they start small and grow.
+        let first_window_chars = s
+            .first_window_chars
+            .unwrap_or(if fixed.is_some() {
+                window_chars
+            } else {
+                FIRST_WINDOW_CHARS
+            })
+            .min(window_chars);
+        if window_chars == 0
+            || first_window_chars == 0
+            || s.max_hold_ms == 0
+            || s.max_hold_bytes < 1024
+        {
             return Err(ConfigError::new(
                 "stream",
-                "windowChars and maxHoldMs must be positive, maxHoldBytes at least 1024",
+                "firstWindowChars, windowChars and maxHoldMs must be positive, maxHoldBytes at least 1024",
             ));
         }
         // A deny word split across two windows must be whole in the second one.
@@ -272,6 +294,7 @@ impl Config {
             local,
             service,
             windows: Windows {
+                first_window_chars,
                 window_chars,
                 overlap_chars: overlap,
                 max_hold_bytes: s.max_hold_bytes,
@@ -369,6 +392,10 @@ mod tests {
         assert_eq!(c.prompt, PromptSource::NewestTurn);
         assert_eq!(c.unparsable, Unparsable::Block);
         assert_eq!(c.windows.window_chars, 500);
+        assert_eq!(
+            c.windows.first_window_chars, 8,
+            "windows grow from a couple of words"
+        );
         assert_eq!(c.windows.overlap_chars, 64);
         assert!(
             c.reads_request(),
@@ -430,6 +457,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.windows.window_chars, 1000, "bufferLimit is the window");
+        assert_eq!(
+            c.windows.first_window_chars, 1000,
+            "a window set by hand does not grow"
+        );
         let c = parse(json!({"bufferLimit": 1000, "stream": {"windowChars": 300}})).unwrap();
         assert_eq!(c.windows.window_chars, 300, "stream.windowChars wins");
         let err = parse_migrated(json!({"protocol": "openai", "riskLevel": "high"})).err();

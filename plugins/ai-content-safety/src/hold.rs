@@ -7,8 +7,9 @@
 //! logic over a [`HeldBody`], so it runs the same against Envoy and against the simulated
 //! buffer of the tests.
 //!
-//! Every byte released has been checked: a window is due when its text reaches
-//! `window_chars`, when the stream finishes, when the held bytes reach `max_hold_bytes` or when
+//! Every byte released has been checked: a window is due when its text reaches the window's
+//! size (`first_window_chars`, doubling with each window up to `window_chars`), when the stream
+//! finishes, when the held bytes reach `max_hold_bytes` or when
 //! its first text has waited `max_hold_ms`. Each choice and each tool call has its own window
 //! (see [`crate::lanes`]); each window repeats the last `overlap_chars` of the previous one in
 //! its lane, so a phrase split across two windows is seen whole. Text that arrives while a
@@ -54,6 +55,9 @@ const RAW_LANE: Lane = (u32::MAX, 0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
+    /// The first window of a stream; each next one is twice as large, up to `window_chars`
+    /// (so the first byte waits for a few words, not for a whole window).
+    pub first_window_chars: usize,
     pub window_chars: usize,
     pub overlap_chars: usize,
     pub max_hold_bytes: usize,
@@ -73,6 +77,8 @@ pub struct StreamHold {
     envoy_holds: bool,
     /// Text of complete held events not yet checked, by lane.
     lanes: Lanes,
+    /// The size of the next window.
+    window_now: usize,
     unparsable: Unparsable,
     utf8: Utf8Stream,
     /// The body held bytes that are not UTF-8: an event whose data shows a replacement
@@ -118,6 +124,7 @@ impl StreamHold {
             invalid_utf8: false,
             refusal: None,
             in_check: false,
+            window_now: windows.first_window_chars,
             hold_since_ms: None,
             finishing: false,
             ended: false,
@@ -275,7 +282,7 @@ impl StreamHold {
     fn window_due(&self, now_ms: u64) -> bool {
         !self.lanes.is_empty()
             && (self.finishing
-                || self.lanes.fullest_chars() >= self.windows.window_chars
+                || self.lanes.fullest_chars() >= self.window_now
                 || self.held.len() >= self.windows.max_hold_bytes
                 || self
                     .hold_since_ms
@@ -285,6 +292,7 @@ impl StreamHold {
     fn take_window(&mut self) -> Vec<String> {
         self.hold_since_ms = None;
         self.in_check = true;
+        self.window_now = (self.window_now * 2).min(self.windows.window_chars);
         self.lanes.take(self.windows.overlap_chars)
     }
 
@@ -508,6 +516,7 @@ mod tests {
     use serde_json::{json, Value};
 
     const WINDOWS: Windows = Windows {
+        first_window_chars: 20,
         window_chars: 20,
         // At least the longest phrase checked for, less one.
         overlap_chars: 13,
@@ -641,6 +650,45 @@ mod tests {
     }
 
     #[test]
+    fn windows_start_small_and_grow_to_window_chars() {
+        let pieces: Vec<String> = (0..100).map(|i| format!("w{i:02} ")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let stream = stream_of(&refs);
+        let mut h = StreamHold::new(
+            Windows {
+                first_window_chars: 4,
+                window_chars: 32,
+                overlap_chars: 3,
+                ..WINDOWS
+            },
+            true,
+            "blocked".into(),
+            Identity::default(),
+            None,
+            Unparsable::Block,
+        );
+        let mut new_chars = Vec::new();
+        let out = run(
+            &mut h,
+            &stream,
+            &(1..stream.len()).step_by(30).collect::<Vec<_>>(),
+            |t: &str| {
+                new_chars.push(t.chars().count());
+                Verdict::Pass
+            },
+        );
+        assert_eq!(out, stream);
+        // Each window (overlap included) holds at least its size: 4, 8, 16, then 32 each.
+        let due = [4, 8, 16, 32, 32];
+        for (n, (&seen, &size)) in new_chars.iter().zip(&due).enumerate() {
+            assert!(
+                seen >= size && seen <= size + 3 + 8,
+                "window {n}: {new_chars:?}"
+            );
+        }
+    }
+
+    #[test]
     fn text_arriving_during_a_callout_is_checked_before_release() {
         let stream = stream_of(PIECES);
         let mut envoy = Envoy::default();
@@ -686,6 +734,7 @@ mod tests {
     fn held_bytes_are_bounded() {
         let windows = Windows {
             max_hold_bytes: 2000,
+            first_window_chars: 1 << 20,
             window_chars: 1 << 20,
             ..WINDOWS
         };

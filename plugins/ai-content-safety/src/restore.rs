@@ -394,6 +394,7 @@ mod tests {
         use crate::hold::{sim, StreamHold, Windows};
         let body = stream();
         let windows = Windows {
+            first_window_chars: 500,
             window_chars: 500,
             overlap_chars: 0,
             max_hold_bytes: 1 << 20,

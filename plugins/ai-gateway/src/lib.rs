@@ -9,6 +9,7 @@ pub const STAGES: &[&str] = &[
     "ai-statistics",
     "ai-token-ratelimit",
     "ai-content-safety",
+    "ai-cache",
     "ai-fallback",
     "ai-proxy",
 ];
@@ -19,6 +20,7 @@ pub fn make(stage: &str) -> Option<Box<dyn Plugin>> {
         "ai-statistics" => Box::new(ai_statistics::stage::Statistics::default()),
         "ai-token-ratelimit" => Box::new(ai_token_ratelimit::stage::RateLimit::default()),
         "ai-content-safety" => Box::new(ai_content_safety::stage::ContentSafety::default()),
+        "ai-cache" => Box::new(ai_cache::stage::Cache::default()),
         "ai-fallback" => Box::new(ai_fallback::stage::Fallback::default()),
         "ai-proxy" => Box::new(ai_proxy::stage::Proxy::default()),
         _ => return None,
