@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod callout;
+pub mod canonical;
 pub mod chain;
 pub mod consumer;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod json;
 pub mod meter;
 pub mod metrics;
 pub mod openai;
+pub mod quota;
 pub mod redact;
 pub mod rules;
 pub mod sign;

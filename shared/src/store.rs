@@ -50,6 +50,17 @@ pub struct MemoryStore {
     values: RefCell<HashMap<String, (Vec<u8>, u32)>>,
 }
 
+impl MemoryStore {
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.values.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl Store for MemoryStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.values.borrow().get(key) {

@@ -16,7 +16,6 @@ pub mod entry;
 pub mod key;
 pub mod local;
 pub mod replay;
-pub mod shared_data;
 pub mod stage;
 pub mod vectors;
 pub mod worker;

@@ -11,13 +11,13 @@
 //! Bounds: `maxEntries` records (rounded to whole sets), each at most `maxBytes / maxEntries`
 //! bytes: larger answers are not stored locally.
 
-use crate::shared_data::{update, SharedData};
+use aigw_shared::store::{update, Store};
 
 pub const WAYS: usize = 4;
 const TAG_BYTES: usize = 16;
 
-pub struct LocalStore<'a, D: SharedData> {
-    pub data: &'a D,
+pub struct LocalStore<'a> {
+    pub data: &'a dyn Store,
     pub prefix: &'a str,
     pub max_entries: usize,
     pub max_entry_bytes: usize,
@@ -74,7 +74,7 @@ pub fn expiry(now_s: u64, ttl_s: u64) -> u32 {
     }
 }
 
-impl<D: SharedData> LocalStore<'_, D> {
+impl LocalStore<'_> {
     fn sets(&self) -> u64 {
         (self.max_entries / WAYS).max(1) as u64
     }
@@ -143,7 +143,7 @@ impl<D: SharedData> LocalStore<'_, D> {
             };
             Some(encode_tags(&tags))
         });
-        written.then_some(()).ok_or("shared data refused the tags")
+        written.map(|_| ()).ok_or("shared data refused the tags")
     }
 }
 
@@ -167,13 +167,13 @@ fn split_record(record: &[u8]) -> Option<(&[u8], u32, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared_data::fake::Map;
+    use aigw_shared::store::MemoryStore as Map;
 
     fn key(n: u64) -> String {
         format!("p:{:064x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    fn store(data: &Map, entries: usize) -> LocalStore<'_, Map> {
+    fn store(data: &Map, entries: usize) -> LocalStore<'_> {
         LocalStore {
             data,
             prefix: "p:",
@@ -213,7 +213,7 @@ mod tests {
             .unwrap();
         }
         // 4 sets: 4 tag records and 16 data records, never more.
-        assert_eq!(data.values.borrow().len(), 4 + 16);
+        assert_eq!(data.len(), 4 + 16);
         // The most recent entries are there; each hit is the right answer.
         let mut hits = 0;
         for n in 0..2000 {

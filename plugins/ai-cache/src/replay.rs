@@ -7,8 +7,8 @@
 //! and quotas can tell a hit from a model call (the `x-ai-cache: hit` header says it too).
 
 use crate::entry::Entry;
-use aigw_shared::sse;
-use serde_json::{json, Value};
+use aigw_shared::canonical::{ChunkWriter, Completion};
+use aigw_shared::usage::TokenCounts;
 
 /// `system_fingerprint` of every replayed answer.
 pub const FINGERPRINT: &str = "ai-cache";
@@ -21,67 +21,45 @@ pub struct Replay<'a> {
 }
 
 impl Replay<'_> {
-    fn usage(&self) -> Value {
+    /// The stored counts, every prompt token marked as served from cache.
+    fn usage(&self) -> TokenCounts {
         let e = self.entry;
-        json!({
-            "prompt_tokens": e.prompt_tokens,
-            "completion_tokens": e.completion_tokens,
-            "total_tokens": e.prompt_tokens + e.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": e.prompt_tokens},
-            "completion_tokens_details": {"reasoning_tokens": 0}
-        })
-    }
-
-    fn base(&self, object: &str) -> Value {
-        json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.entry.model,
-            "system_fingerprint": FINGERPRINT,
-        })
+        TokenCounts {
+            cached_input: e.prompt_tokens,
+            ..TokenCounts::new(e.prompt_tokens, e.completion_tokens, 0)
+        }
     }
 
     /// The non-streaming answer.
     pub fn completion(&self) -> Vec<u8> {
-        let mut body = self.base("chat.completion");
-        body["choices"] = json!([{
-            "index": 0,
-            "message": {"role": "assistant", "content": self.entry.content, "refusal": null},
-            "logprobs": null,
-            "finish_reason": "stop"
-        }]);
-        body["usage"] = self.usage();
-        serde_json::to_vec(&body).unwrap_or_default()
+        Completion {
+            id: self.id.clone(),
+            model: self.entry.model.clone(),
+            created: self.created,
+            text: self.entry.content.clone(),
+            finish_reason: "stop".into(),
+            usage: self.usage(),
+            system_fingerprint: Some(FINGERPRINT.into()),
+            ..Completion::default()
+        }
+        .to_json()
     }
 
     /// The streaming answer, whole, with content in pieces of `chunk_chars` characters.
     pub fn stream(&self, include_usage: bool, chunk_chars: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.entry.content.len() * 2 + 1024);
-        let chunk = |delta: Value, finish: Option<&str>| {
-            let mut c = self.base("chat.completion.chunk");
-            c["choices"] =
-                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-            if include_usage {
-                c["usage"] = Value::Null;
-            }
-            c.to_string()
-        };
-        sse::write_data(
-            &mut out,
-            &chunk(json!({"role": "assistant", "content": ""}), None),
-        );
+        let mut writer = ChunkWriter::new(self.created);
+        writer.id = self.id.clone();
+        writer.model = self.entry.model.clone();
+        writer.include_usage = include_usage;
+        writer.usage = self.usage();
+        writer.system_fingerprint = Some(FINGERPRINT.into());
+        writer.start(&mut out);
         for piece in pieces(&self.entry.content, chunk_chars) {
-            sse::write_data(&mut out, &chunk(json!({"content": piece}), None));
+            writer.text(&mut out, piece);
         }
-        sse::write_data(&mut out, &chunk(json!({}), Some("stop")));
-        if include_usage {
-            let mut c = self.base("chat.completion.chunk");
-            c["choices"] = json!([]);
-            c["usage"] = self.usage();
-            sse::write_data(&mut out, &c.to_string());
-        }
-        out.extend_from_slice(sse::DONE);
+        writer.finish(&mut out, "stop");
+        writer.end(&mut out);
         out
     }
 }

@@ -17,7 +17,6 @@ use crate::entry::Entry;
 use crate::key::{self, Plan};
 use crate::local::{expiry, LocalStore};
 use crate::replay::Replay;
-use crate::shared_data::StoreData;
 use crate::vectors::{context_id, VectorEntry, VectorStore};
 use crate::worker::{InFlight, Job, Worker};
 use crate::{chroma, embedding};
@@ -29,6 +28,7 @@ use aigw_shared::stage::{
     rule_for, BodyUse, Configured, Cx, Effects, Env, Plugin, Reply, RequestBody, ResponseChunk,
     ResponseHead, Stage, Step,
 };
+use aigw_shared::store::Store;
 use aigw_shared::webdis;
 use serde_json::Value;
 use std::rc::Rc;
@@ -319,10 +319,7 @@ impl Lookup {
         self.count(cx, metric::NOT_STORED);
     }
 
-    fn local_store<'a>(
-        config: &'a Config,
-        data: &'a StoreData<'a>,
-    ) -> LocalStore<'a, StoreData<'a>> {
+    fn local_store<'a>(config: &'a Config, data: &'a dyn Store) -> LocalStore<'a> {
         LocalStore {
             data,
             prefix: &config.cache.key_prefix,
@@ -333,9 +330,9 @@ impl Lookup {
 
     fn vector_store<'a>(
         config: &'a Config,
-        data: &'a StoreData<'a>,
+        data: &'a dyn Store,
         max_entries: usize,
-    ) -> VectorStore<'a, StoreData<'a>> {
+    ) -> VectorStore<'a> {
         VectorStore {
             data,
             prefix: &config.cache.key_prefix,
@@ -382,8 +379,8 @@ impl Lookup {
                 self.wait(cx, call, plan, wait, vector)
             }
             _ => {
-                let data = StoreData(cx.env.store());
-                let found = Self::local_store(&config, &data).get(key, cx.env.now_ms() / 1000);
+                let data = cx.env.store();
+                let found = Self::local_store(&config, data).get(key, cx.env.now_ms() / 1000);
                 self.after_exact(cx, plan, wait, vector, Ok(found))
             }
         }
@@ -467,8 +464,8 @@ impl Lookup {
         };
         match semantic.vector.kind {
             VectorType::Local => {
-                let data = StoreData(cx.env.store());
-                let store = Self::vector_store(&config, &data, semantic.vector.max_entries);
+                let data = cx.env.store();
+                let store = Self::vector_store(&config, data, semantic.vector.max_entries);
                 let mut indexes = self.worker.vector_indexes.borrow_mut();
                 let index = indexes.entry(config.cache.key_prefix.clone()).or_default();
                 let now_s = cx.env.now_ms() / 1000;
@@ -601,7 +598,7 @@ impl Lookup {
         let ttl = config.cache.ttl_seconds;
         let expires = expiry(now_s, ttl);
         let value = entry.encode();
-        let data = StoreData(cx.env.store());
+        let data = cx.env.store();
         match (config.cache.kind, &config.cache.service) {
             (CacheType::Redis, Some(redis)) => {
                 let value = String::from_utf8_lossy(&value);
@@ -613,7 +610,7 @@ impl Lookup {
                 let call = webdis::command(&redis.cluster, &args, redis.timeout);
                 self.queue(cx, call, metric::CACHE_ERROR);
             }
-            _ => match Self::local_store(&config, &data).put(&plan.key, &value, expires, now_s) {
+            _ => match Self::local_store(&config, data).put(&plan.key, &value, expires, now_s) {
                 Ok(()) => self.count(cx, metric::STORED),
                 Err(why) => return self.not_stored(cx, why),
             },
@@ -623,7 +620,7 @@ impl Lookup {
         };
         match semantic.vector.kind {
             VectorType::Local => {
-                let store = Self::vector_store(&config, &data, semantic.vector.max_entries);
+                let store = Self::vector_store(&config, data, semantic.vector.max_entries);
                 let added = store.insert(VectorEntry {
                     context: context_id(&plan.context),
                     expires,

@@ -7,7 +7,7 @@
 //! the pages it decoded and reads a page again only when its generation moved, so a lookup
 //! costs one small read plus the arithmetic, not a copy of every vector.
 
-use crate::shared_data::{update, SharedData};
+use aigw_shared::store::{update, Store};
 
 pub const PAGE: usize = 32;
 
@@ -28,8 +28,8 @@ pub struct VectorIndex {
     pages: Vec<Option<(u32, Vec<Option<VectorEntry>>)>>,
 }
 
-pub struct VectorStore<'a, D: SharedData> {
-    pub data: &'a D,
+pub struct VectorStore<'a> {
+    pub data: &'a dyn Store,
     pub prefix: &'a str,
     pub max_entries: usize,
 }
@@ -45,7 +45,7 @@ pub fn context_id(context: &str) -> u64 {
     u64::from_str_radix(&context[..context.len().min(16)], 16).unwrap_or(0)
 }
 
-impl<D: SharedData> VectorStore<'_, D> {
+impl VectorStore<'_> {
     fn pages(&self) -> usize {
         self.max_entries.div_ceil(PAGE)
     }
@@ -108,7 +108,7 @@ impl<D: SharedData> VectorStore<'_, D> {
             reserved = Some((slot, gens[slot / PAGE]));
             Some(encode_meta(next + 1, &gens))
         });
-        let (Some((slot, gen)), true) = (reserved, meta_written) else {
+        let (Some((slot, gen)), Some(_)) = (reserved, meta_written) else {
             return Err("shared data refused the vector index");
         };
         let written = update(self.data, &self.page_key(slot / PAGE), |current| {
@@ -116,9 +116,7 @@ impl<D: SharedData> VectorStore<'_, D> {
             slots[slot % PAGE] = Some(entry.clone());
             Some(encode_page(gen, &slots))
         });
-        written
-            .then_some(())
-            .ok_or("shared data refused the vector")
+        written.map(|_| ()).ok_or("shared data refused the vector")
     }
 }
 
@@ -210,7 +208,7 @@ fn decode_entry(r: &[u8]) -> Option<VectorEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared_data::fake::Map;
+    use aigw_shared::store::MemoryStore as Map;
 
     fn entry(context: u64, key: &str, v: &[f32]) -> VectorEntry {
         VectorEntry {
@@ -276,7 +274,7 @@ mod tests {
             s.insert(entry(1, &format!("k{n}"), &[angle.cos(), angle.sin()]))
                 .unwrap();
         }
-        assert_eq!(data.values.borrow().len(), 1 + 2, "meta and two pages");
+        assert_eq!(data.len(), 1 + 2, "meta and two pages");
         let angle = 5.0f32 / 100.0;
         let (key, _) = s
             .nearest(&mut index, 1, &[angle.cos(), angle.sin()], 0)

@@ -6,9 +6,8 @@
 //! answer is always replaced in the completion's own shape with `finish_reason:
 //! "content_filter"`: by then the status line has left.
 
+use aigw_shared::canonical::{ChunkWriter, Completion};
 use aigw_shared::error::ApiError;
-use aigw_shared::sse;
-use serde_json::{json, Value};
 
 /// Response header marking every answer the plugin blocked.
 pub const HEADER: &str = "x-ai-content-safety";
@@ -25,6 +24,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A writer of chunks in this answer's name.
+    pub fn writer(&self) -> ChunkWriter {
+        let mut writer = ChunkWriter::new(self.created);
+        writer.id = self.id.clone();
+        writer.model = self.model.clone();
+        writer
+    }
+
     pub fn local(now_s: u64) -> Identity {
         Identity {
             id: format!("chatcmpl-content-safety-{now_s}"),
@@ -70,46 +77,30 @@ pub fn request_answer(status: u16, message: &str, stream: bool, who: &Identity) 
 
 /// A `chat.completion` whose answer is `message`.
 pub fn completion(message: &str, who: &Identity) -> Vec<u8> {
-    let body = json!({
-        "id": who.id,
-        "object": "chat.completion",
-        "created": who.created,
-        "model": who.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": message}, "finish_reason": FINISH_REASON}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
+    Completion {
+        id: who.id.clone(),
+        model: who.model.clone(),
+        created: who.created,
+        text: message.into(),
+        finish_reason: FINISH_REASON.into(),
+        ..Completion::default()
+    }
+    .to_json()
 }
 
 /// The events that end a stream: a chunk with `message` and `finish_reason: content_filter`,
 /// then `data: [DONE]`.
 pub fn stream_tail(message: &str, who: &Identity) -> Vec<u8> {
-    let chunk = chunk(
-        who,
-        json!({"role": "assistant", "content": message}),
-        Some(FINISH_REASON),
-    );
     let mut out = Vec::with_capacity(256 + message.len());
-    sse::write_data(&mut out, &chunk.to_string());
-    out.extend_from_slice(sse::DONE);
+    who.writer().last_words(&mut out, message, FINISH_REASON);
     out
-}
-
-/// A `chat.completion.chunk` with one choice.
-pub fn chunk(who: &Identity, delta: Value, finish_reason: Option<&str>) -> Value {
-    json!({
-        "id": who.id,
-        "object": "chat.completion.chunk",
-        "created": who.created,
-        "model": who.model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use aigw_shared::sse::Decoder;
+    use serde_json::Value;
 
     fn who() -> Identity {
         Identity {

@@ -2,9 +2,9 @@
 //! the originals before the client sees them, in whole answers and in streams, where a
 //! placeholder can be split across any number of chunks.
 
-use crate::deny::{chunk, Identity};
+use crate::deny::Identity;
 use aigw_shared::sse::{self, Decoder};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::rc::Rc;
 
 /// Placeholder → original value, for one request.
@@ -264,9 +264,7 @@ impl StreamRestore {
         for index in 0..self.restorers.len() {
             let tail = self.restorers[index].flush();
             if !tail.is_empty() {
-                let mut c = chunk(&self.identity, json!({"content": tail}), None);
-                c["choices"][0]["index"] = json!(index);
-                sse::write_data(out, &c.to_string());
+                self.identity.writer().choice_text(out, index, &tail);
             }
         }
     }
@@ -275,6 +273,7 @@ impl StreamRestore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use crate::hold::sim::streamed_text;
 
     fn vault() -> Rc<Vault> {

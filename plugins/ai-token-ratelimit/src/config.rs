@@ -4,9 +4,11 @@
 
 use crate::charge::AbortCharge;
 use crate::ipnet::IpNet;
-use crate::window::{Kind, Window, PERIODS};
 use aigw_shared::body::DEFAULT_BODY_LIMIT;
 use aigw_shared::callout::FailurePolicy;
+use aigw_shared::quota::redis::RedisConfig;
+use aigw_shared::quota::window::{Kind, Window, PERIODS};
+use aigw_shared::quota::Limits;
 use aigw_shared::rules::{check_log_key, parse_object, ConfigError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -93,29 +95,12 @@ pub enum Pattern {
     Net(IpNet),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub windows: Vec<Window>,
-    /// Requests in flight at once.
-    pub max_concurrent: Option<u64>,
-}
-
 #[derive(Debug, Clone)]
 pub enum Store {
     /// Envoy shared data: every worker of one Envoy.
     Local,
     /// Redis through Webdis: every Envoy using the same Redis.
     Redis(Rc<RedisConfig>),
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// The Envoy cluster of Webdis.
-    pub cluster: String,
-    pub timeout: Duration,
-    pub database: u32,
-    /// `Basic …` for Webdis's `http_basic_auth` ACLs.
-    pub authorization: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -275,9 +260,7 @@ impl Config {
         }
         let store = match raw.redis {
             None => Store::Local,
-            Some(redis) => Store::Redis(Rc::new(
-                RedisConfig::parse(redis).map_err(|e| e.under("redis"))?,
-            )),
+            Some(redis) => Store::Redis(Rc::new(parse_redis(redis).map_err(|e| e.under("redis"))?)),
         };
         let reads = |source: &Source| {
             rules.iter().any(|rule| match &rule.scope {
@@ -529,39 +512,37 @@ impl RawLimits {
     }
 }
 
-impl RedisConfig {
-    fn parse(raw: RawRedis) -> Result<RedisConfig, ConfigError> {
-        if raw.service_name.trim().is_empty() {
-            return Err(ConfigError::new(
-                "service_name",
-                "must name the Envoy cluster of Webdis",
-            ));
-        }
-        if raw.timeout == 0 {
-            return Err(ConfigError::new("timeout", "must be at least 1 ms"));
-        }
-        let authorization = match (raw.username, raw.password) {
-            (None, None) => None,
-            (user, password) => {
-                use base64::Engine;
-                let credentials = format!(
-                    "{}:{}",
-                    user.unwrap_or_default(),
-                    password.unwrap_or_default()
-                );
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(credentials)
-                ))
-            }
-        };
-        Ok(RedisConfig {
-            cluster: raw.service_name.trim().to_string(),
-            timeout: Duration::from_millis(raw.timeout),
-            database: raw.database,
-            authorization,
-        })
+fn parse_redis(raw: RawRedis) -> Result<RedisConfig, ConfigError> {
+    if raw.service_name.trim().is_empty() {
+        return Err(ConfigError::new(
+            "service_name",
+            "must name the Envoy cluster of Webdis",
+        ));
     }
+    if raw.timeout == 0 {
+        return Err(ConfigError::new("timeout", "must be at least 1 ms"));
+    }
+    let authorization = match (raw.username, raw.password) {
+        (None, None) => None,
+        (user, password) => {
+            use base64::Engine;
+            let credentials = format!(
+                "{}:{}",
+                user.unwrap_or_default(),
+                password.unwrap_or_default()
+            );
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            ))
+        }
+    };
+    Ok(RedisConfig {
+        cluster: raw.service_name.trim().to_string(),
+        timeout: Duration::from_millis(raw.timeout),
+        database: raw.database,
+        authorization,
+    })
 }
 
 #[cfg(test)]

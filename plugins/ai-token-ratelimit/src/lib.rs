@@ -4,16 +4,15 @@
 //! provider reports when Envoy ends the stream. Counters live in Envoy shared data (one Envoy) or
 //! in Redis through Webdis (every Envoy sharing it).
 
+//!
+//! The ledger, the windows and both stores are `aigw_shared::quota`.
+
 pub mod charge;
 pub mod config;
 pub mod ipnet;
-pub mod ledger;
-pub mod local;
 pub mod matcher;
-pub mod redis;
 pub mod reply;
 pub mod stage;
-pub mod window;
 pub mod worker;
 
 aigw_shared::runner_main!(|| vec![Box::new(stage::RateLimit::default()) as _]);

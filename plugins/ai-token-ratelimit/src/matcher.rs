@@ -1,9 +1,10 @@
 //! Which limits apply to a request: for each rule, the first item whose source value matches
 //! one of its keys (in order), and the counter that value names.
 
-use crate::config::{AnonymousConsumers, Config, Limits, Scope, Source};
+use crate::config::{AnonymousConsumers, Config, Scope, Source};
 use crate::ipnet::client_ip;
 use aigw_shared::consumer;
+pub use aigw_shared::quota::{fnv1a, Matched};
 
 /// What a request offers to match on, read once.
 #[derive(Debug, Default)]
@@ -12,16 +13,6 @@ pub struct RequestFacts<'a> {
     pub headers: &'a [(String, String)],
     /// The connection's peer address (`source.address`), when a rule needs it.
     pub remote_addr: Option<&'a str>,
-}
-
-/// One limit that applies to a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched {
-    pub rule: String,
-    /// The counter's name: rule, source and value. Values that may be credentials (headers,
-    /// parameters, cookies) appear only hashed, so they never reach the store or the logs.
-    pub id: String,
-    pub limits: Limits,
 }
 
 impl RequestFacts<'_> {
@@ -105,14 +96,6 @@ fn counter_value(source: &Source, value: &str) -> String {
         Source::Consumer | Source::Ip(_) if readable => value.to_string(),
         _ => format!("#{:016x}", fnv1a(value.as_bytes())),
     }
-}
-
-/// FNV-1a, 64 bits: stable across workers, proxies and versions (counters live in shared
-/// stores), unlike the standard library's hasher.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The first value of a query parameter, percent-decoded.

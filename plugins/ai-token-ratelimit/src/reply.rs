@@ -2,9 +2,9 @@
 //! configured status) with an OpenAI error, `retry-after` and Higress's `x-tokenratelimit-reset`
 //! when a quota refuses; the 401 when a request must name a consumer and does not.
 
-use crate::ledger::{tightest, Limited, WindowState};
-use crate::window::{ceil_secs, format_duration, Kind};
 use aigw_shared::error::{ApiError, ClientApi};
+use aigw_shared::quota::ledger::{tightest, Limited, WindowState};
+use aigw_shared::quota::window::{ceil_secs, format_duration, Kind};
 
 pub type Headers = Vec<(&'static str, String)>;
 
@@ -109,7 +109,7 @@ pub fn rejection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::Window;
+    use aigw_shared::quota::window::Window;
     use serde_json::Value;
 
     fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {

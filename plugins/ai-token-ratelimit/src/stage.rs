@@ -5,18 +5,18 @@
 
 use crate::charge::{charge, Ending};
 use crate::config::{Config, Store};
-use crate::ledger::{self, Ask, Held, Lease, Limited, Verdict, WindowState};
-use crate::local;
 use crate::matcher::{matching, refuses_anonymous, Matched, RequestFacts};
-use crate::redis::{self, Layout};
 use crate::reply;
-use crate::window::Kind;
 use crate::worker::{count, count_all, count_failure, Worker, PLUGIN};
 use aigw_shared::body::{is_event_stream, is_json};
 use aigw_shared::callout::{FailurePolicy, Outcome};
 use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::estimate::{Estimate, StreamedText};
 use aigw_shared::meter::ResponseMeter;
+use aigw_shared::quota::ledger::{self, Ask, Held, Lease, Limited, Verdict, WindowState};
+use aigw_shared::quota::local;
+use aigw_shared::quota::redis::{self, Layout};
+use aigw_shared::quota::window::Kind;
 use aigw_shared::rules::RuleSet;
 use aigw_shared::stage::{
     rule_for, BodyUse, Configured, Cx, Effects, Env, Plugin, Reply, RequestBody, ResponseChunk,
@@ -150,15 +150,6 @@ struct Admission {
     usage: Option<ResponseMeter>,
     /// The text of a streamed answer, for when its usage is missing or the client leaves.
     text: Option<StreamedText>,
-}
-
-/// Envoy shared data (the runner's store) for the local store.
-struct EnvoySharedData<'a>(&'a dyn store::Store);
-
-impl local::SharedData for EnvoySharedData<'_> {
-    fn update(&mut self, key: &str, update: &mut local::Update) -> bool {
-        store::update(self.0, key, update).is_some()
-    }
 }
 
 impl Stage for Quota {
@@ -343,7 +334,7 @@ impl Quota {
         };
         match &self.config.store {
             Store::Local => {
-                let verdict = local::reserve(&mut EnvoySharedData(cx.env.store()), &decision.ask());
+                let verdict = local::reserve(&mut cx.env.store(), &decision.ask());
                 self.conclude(cx, decision, verdict)
             }
             Store::Redis(redis) => {
@@ -437,7 +428,7 @@ impl Quota {
         match &config.store {
             Store::Local => {
                 let needed = !adjustments.is_empty() || !held.slots.is_empty();
-                let mut store = EnvoySharedData(cx.env.store());
+                let mut store = cx.env.store();
                 if needed && !local::settle(&mut store, held, &adjustments, now_ms) {
                     log::warn!("{PLUGIN}: could not settle a request in shared data");
                     count_failure(cx.effects);

@@ -1,12 +1,12 @@
 //! What the requests of one worker share: lease names, the Redis settlements waiting for the
 //! next tick and those in flight, and the metric series the plugin counts in.
 
-use crate::config::RedisConfig;
-use crate::ledger::{Adjustment, Held};
 use crate::matcher::Matched;
-use crate::redis::Settlement;
 use aigw_shared::callout::Outcome;
 use aigw_shared::metrics::series_prefix;
+use aigw_shared::quota::ledger::{Adjustment, Held};
+use aigw_shared::quota::redis::RedisConfig;
+use aigw_shared::quota::redis::Settlement;
 use aigw_shared::stage::Effects;
 use aigw_shared::webdis;
 use std::collections::hash_map::RandomState;

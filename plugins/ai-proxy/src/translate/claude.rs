@@ -3,12 +3,13 @@
 //! completions and `chat.completion.chunk` streams.
 
 use super::anthropic::{finish_reason, image_source};
+use super::canonical::{ChunkWriter, Completion};
 use super::errors;
 use super::{Plan, ProviderAdapter, ResponseStage};
 use aigw_shared::body::is_event_stream;
 use aigw_shared::error::ApiError;
 use aigw_shared::openai::{ChatRequest, Content, Message};
-use aigw_shared::sse::{self, Decoder};
+use aigw_shared::sse::Decoder;
 use aigw_shared::usage::TokenCounts;
 use serde_json::{json, Map, Value};
 
@@ -33,13 +34,9 @@ enum Mode {
 /// What the stream translation remembers between events.
 #[derive(Default)]
 struct StreamState {
-    id: String,
-    model: String,
-    usage: TokenCounts,
+    writer: ChunkWriter,
     /// Anthropic block index of each tool call, in order: the OpenAI tool-call index.
     tool_blocks: Vec<u64>,
-    finished: bool,
-    done: bool,
 }
 
 impl Claude {
@@ -53,7 +50,10 @@ impl Claude {
             mode: Mode::Whole,
             decoder: Decoder::new(),
             whole: Vec::new(),
-            stream: StreamState::default(),
+            stream: StreamState {
+                writer: ChunkWriter::new(created),
+                tool_blocks: Vec::new(),
+            },
         }
     }
 }
@@ -76,6 +76,7 @@ impl ResponseStage for Claude {
         self.status = status;
         if status < 300 && is_event_stream(content_type) {
             self.mode = Mode::Stream;
+            self.stream.writer.include_usage = self.include_usage;
             Plan::STREAM
         } else {
             self.mode = Mode::Whole;
@@ -103,18 +104,22 @@ impl ResponseStage for Claude {
                 for event in super::json_events(&mut self.decoder, input, end) {
                     match event {
                         Ok(event) => self.on_event(&event, out),
-                        Err(_) => self.error_chunk(out, "server_error", errors::UNREADABLE),
+                        Err(_) => self
+                            .stream
+                            .writer
+                            .error(out, "server_error", errors::UNREADABLE),
                     }
                 }
-                if end && !self.stream.done {
+                let writer = &mut self.stream.writer;
+                if end && !writer.is_done() {
                     // The provider ended without `message_stop`: say so rather than let a cut
                     // stream look complete.
-                    let message = if self.stream.finished {
+                    let message = if writer.is_finished() {
                         "stream ended before message_stop"
                     } else {
                         "provider ended the stream early"
                     };
-                    self.error_chunk(out, "api_error", message);
+                    writer.error(out, "api_error", message);
                 }
             }
         }
@@ -122,78 +127,50 @@ impl ResponseStage for Claude {
 }
 
 impl Claude {
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish_reason: Option<&str>) {
-        let chunk = json!({
-            "id": self.stream.id, "object": "chat.completion.chunk", "created": self.created, "model": self.stream.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        });
-        sse::write_data(out, &chunk.to_string());
-    }
-
-    fn error_chunk(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
-        sse::write_data(
-            out,
-            &json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
-                .to_string(),
-        );
-        sse::write_data(out, "[DONE]");
-        self.stream.done = true;
-    }
-
     fn on_event(&mut self, event: &Value, out: &mut Vec<u8>) {
-        if self.stream.done {
+        let StreamState {
+            writer,
+            tool_blocks,
+        } = &mut self.stream;
+        if writer.is_done() {
             return;
         }
         let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
             "message_start" => {
                 let message = &event["message"];
-                self.stream.id = message["id"].as_str().unwrap_or_default().to_string();
-                self.stream.model = message["model"].as_str().unwrap_or_default().to_string();
+                writer.id = message["id"].as_str().unwrap_or_default().to_string();
+                writer.model = message["model"].as_str().unwrap_or_default().to_string();
                 if let Some(counts) = TokenCounts::from_json(event) {
-                    self.stream.usage.merge(&counts);
+                    writer.usage.merge(&counts);
                 }
-                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+                writer.start(out);
             }
             "content_block_start" => {
                 let block = &event["content_block"];
                 match block["type"].as_str() {
                     Some("tool_use") => {
-                        let index = self.stream.tool_blocks.len();
-                        self.stream
-                            .tool_blocks
-                            .push(event["index"].as_u64().unwrap_or(0));
-                        self.chunk(
-                            out,
-                            json!({"tool_calls": [{"index": index, "id": block["id"], "type": "function",
-                                    "function": {"name": block["name"], "arguments": ""}}]}),
-                            None,
-                        );
+                        tool_blocks.push(event["index"].as_u64().unwrap_or(0));
+                        let id = block["id"].as_str().unwrap_or_default();
+                        let name = block["name"].as_str().unwrap_or_default();
+                        writer.tool_start(out, id, name);
                     }
-                    Some("text") => {
-                        if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.chunk(out, json!({"content": text}), None);
-                        }
-                    }
+                    Some("text") => writer.text(out, block["text"].as_str().unwrap_or("")),
                     _ => {}
                 }
             }
             "content_block_delta" => {
                 let delta = &event["delta"];
                 match delta["type"].as_str() {
-                    Some("text_delta") => self.chunk(out, json!({"content": delta["text"]}), None),
+                    Some("text_delta") => writer.text(out, delta["text"].as_str().unwrap_or("")),
                     Some("thinking_delta") => {
-                        self.chunk(out, json!({"reasoning_content": delta["thinking"]}), None)
+                        writer.reasoning(out, delta["thinking"].as_str().unwrap_or(""))
                     }
                     Some("input_json_delta") => {
                         let block = event["index"].as_u64().unwrap_or(0);
-                        if let Some(index) =
-                            self.stream.tool_blocks.iter().position(|&b| b == block)
-                        {
+                        if let Some(index) = tool_blocks.iter().position(|&b| b == block) {
                             let fragment = delta["partial_json"].as_str().unwrap_or("");
-                            if !fragment.is_empty() {
-                                self.chunk(out, json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}), None);
-                            }
+                            writer.tool_arguments(out, index, fragment);
                         }
                     }
                     _ => {} // signature_delta, citations_delta: nothing in the OpenAI format
@@ -201,36 +178,23 @@ impl Claude {
             }
             "message_delta" => {
                 if let Some(counts) = TokenCounts::from_json(event) {
-                    self.stream.usage.merge(&counts);
+                    writer.usage.merge(&counts);
                 }
                 if let Some(reason) = event.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    self.chunk(out, json!({}), Some(finish_reason(reason)));
-                    self.stream.finished = true;
+                    writer.finish(out, finish_reason(reason));
                 }
             }
-            "message_stop" => {
-                if self.include_usage {
-                    let chunk = json!({
-                        "id": self.stream.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.stream.model, "choices": [], "usage": self.stream.usage.to_openai(),
-                    });
-                    sse::write_data(out, &chunk.to_string());
-                }
-                sse::write_data(out, "[DONE]");
-                self.stream.done = true;
-            }
+            "message_stop" => writer.end(out),
             "error" => {
                 let kind = event
                     .pointer("/error/type")
                     .and_then(Value::as_str)
-                    .unwrap_or("api_error")
-                    .to_string();
+                    .unwrap_or("api_error");
                 let message = event
                     .pointer("/error/message")
                     .and_then(Value::as_str)
-                    .unwrap_or("provider error")
-                    .to_string();
-                self.error_chunk(out, &kind, &message);
+                    .unwrap_or("provider error");
+                writer.error(out, kind, message);
             }
             _ => {} // ping, content_block_stop
         }
@@ -399,37 +363,31 @@ fn completion(body: &[u8], created: u64) -> Vec<u8> {
     let Ok(message) = serde_json::from_slice::<Value>(body) else {
         return errors::unreadable().body(Default::default());
     };
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut tool_calls = Vec::new();
+    let text_of = |value: &Value| value.as_str().unwrap_or_default().to_string();
+    let mut answer = Completion {
+        id: text_of(&message["id"]),
+        model: text_of(&message["model"]),
+        created,
+        finish_reason: finish_reason(message["stop_reason"].as_str().unwrap_or("end_turn"))
+            .to_string(),
+        usage: TokenCounts::from_json(&message).unwrap_or_default(),
+        ..Completion::default()
+    };
     for block in message["content"].as_array().into_iter().flatten() {
         match block["type"].as_str() {
-            Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
-            Some("thinking") => reasoning.push_str(block["thinking"].as_str().unwrap_or("")),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block["id"], "type": "function",
-                "function": {"name": block["name"], "arguments": block["input"].to_string()},
-            })),
+            Some("text") => answer.text.push_str(block["text"].as_str().unwrap_or("")),
+            Some("thinking") => answer
+                .reasoning
+                .push_str(block["thinking"].as_str().unwrap_or("")),
+            Some("tool_use") => answer.tool_calls.push((
+                text_of(&block["id"]),
+                text_of(&block["name"]),
+                block["input"].to_string(),
+            )),
             _ => {}
         }
     }
-    let mut reply = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }});
-    if !reasoning.is_empty() {
-        reply["reasoning_content"] = json!(reasoning);
-    }
-    if !tool_calls.is_empty() {
-        reply["tool_calls"] = Value::Array(tool_calls);
-    }
-    let usage = TokenCounts::from_json(&message)
-        .unwrap_or_default()
-        .to_openai();
-    let completion = json!({
-        "id": message["id"], "object": "chat.completion", "created": created, "model": message["model"],
-        "choices": [{"index": 0, "message": reply,
-                     "finish_reason": finish_reason(message["stop_reason"].as_str().unwrap_or("end_turn"))}],
-        "usage": usage,
-    });
-    serde_json::to_vec(&completion).unwrap_or_default()
+    answer.to_json()
 }
 
 #[cfg(test)]

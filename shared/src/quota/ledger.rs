@@ -2,8 +2,8 @@
 //! its estimate at once (all or nothing), holds what it got, and at the end settles the
 //! difference with what it really spent.
 
-use crate::matcher::Matched;
-use crate::window::{Kind, Window};
+use crate::quota::window::{Kind, Window};
+use crate::quota::Matched;
 
 /// A decision to take: reserve `tokens` (and a request, and a concurrency slot where limited)
 /// in every window of `limits`.
@@ -155,7 +155,7 @@ pub fn tightest(states: &[WindowState], kind: Kind) -> Option<&WindowState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
+    use crate::quota::Limits;
 
     fn held(now_ms: u64) -> Held {
         let limits = [Matched {

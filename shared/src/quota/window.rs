@@ -63,9 +63,8 @@ impl Window {
     }
 }
 
-#[cfg(test)]
 impl Window {
-    /// A token window of a minute, for tests.
+    /// A token window of a minute.
     pub fn minute(limit: u64) -> Window {
         Window {
             kind: Kind::Tokens,

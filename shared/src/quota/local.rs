@@ -9,9 +9,10 @@
 //! the next write, so memory follows the keys active in the longest window, not every key ever
 //! seen.
 
-use crate::ledger::{Adjustment, Ask, Held, Lease, Limited, Verdict, WindowState};
-use crate::matcher::{fnv1a, Matched};
-use crate::window::{Kind, Window};
+use crate::quota::ledger::{Adjustment, Ask, Held, Lease, Limited, Verdict, WindowState};
+use crate::quota::window::{Kind, Window};
+use crate::quota::{fnv1a, Matched};
+use crate::store::Store;
 
 pub const SLOTS: u64 = 256;
 const VERSION: u8 = 1;
@@ -26,10 +27,18 @@ pub trait SharedData {
     fn update(&mut self, key: &str, update: &mut Update) -> bool;
 }
 
+/// Envoy shared data, as the runner's store reaches it.
+impl SharedData for &dyn Store {
+    fn update(&mut self, key: &str, update: &mut Update) -> bool {
+        crate::store::update(*self, key, update).is_some()
+    }
+}
+
 pub fn slot_key(id: &str) -> String {
     slot_name(fnv1a(id.as_bytes()) % SLOTS)
 }
 
+/// The slots' names (from the quota plugin that had them first: counters survive an update).
 fn slot_name(index: u64) -> String {
     format!("aigw.ai-token-ratelimit.slot.{index}")
 }
@@ -421,7 +430,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
+    use crate::quota::Limits;
     use std::collections::HashMap;
 
     /// Shared data in a map; `fail` makes every update fail.

@@ -7,12 +7,23 @@
 //! below; inside them Redis runs `GET`, `INCRBY`, `PEXPIRE`, `ZADD`, `ZREM`,
 //! `ZREMRANGEBYSCORE` and `ZCARD` on `aigw:rl:*` keys, which is what the ACLs in the README allow.
 
-use crate::config::RedisConfig;
-use crate::ledger::{Adjustment, Ask, Limited, Verdict, WindowState};
-use crate::window::{Kind, Window};
-use aigw_shared::callout::Callout;
-use aigw_shared::webdis;
+use crate::callout::Callout;
+use crate::quota::ledger::{Adjustment, Ask, Limited, Verdict, WindowState};
+use crate::quota::window::{Kind, Window};
+use crate::webdis;
 use serde_json::Value;
+use std::time::Duration;
+
+/// Where the store is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// The Envoy cluster of Webdis.
+    pub cluster: String,
+    pub timeout: Duration,
+    pub database: u32,
+    /// `Basic …` for Webdis's `http_basic_auth` ACLs.
+    pub authorization: Option<String>,
+}
 
 pub const KEY_PREFIX: &str = "aigw:rl:";
 
@@ -227,9 +238,9 @@ fn eval(config: &RedisConfig, script: &str, keys: &[String], args: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
-    use crate::ledger::Lease;
-    use crate::matcher::Matched;
+    use crate::quota::ledger::Lease;
+    use crate::quota::Limits;
+    use crate::quota::Matched;
     use std::time::Duration;
 
     fn config() -> RedisConfig {
