@@ -98,6 +98,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A gateway error, in the client's API: the one way every stage answers with an error.
+    pub fn error(err: &crate::error::ApiError, api: crate::error::ClientApi) -> Reply {
+        Reply::json(err.status, err.body(api))
+    }
+
     pub fn json(status: u16, body: Vec<u8>) -> Reply {
         Reply {
             status,

@@ -7,7 +7,7 @@
 //! "content_filter"`: by then the status line has left.
 
 use aigw_shared::canonical::{ChunkWriter, Completion};
-use aigw_shared::error::ApiError;
+use aigw_shared::error::{ApiError, ClientApi};
 
 /// Response header marking every answer the plugin blocked.
 pub const HEADER: &str = "x-ai-content-safety";
@@ -57,7 +57,7 @@ pub fn request_answer(status: u16, message: &str, stream: bool, who: &Identity) 
         return Answer {
             status,
             content_type: "application/json",
-            body: serde_json::to_vec(&error.to_openai_json()).unwrap_or_default(),
+            body: error.body(ClientApi::OpenAi),
         };
     }
     if stream {

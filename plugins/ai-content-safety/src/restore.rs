@@ -273,8 +273,8 @@ impl StreamRestore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::hold::sim::streamed_text;
+    use serde_json::json;
 
     fn vault() -> Rc<Vault> {
         let mut v = Vault::default();

@@ -14,7 +14,7 @@ use crate::verdict::{Finding, Phase, Verdict};
 use crate::{extract, mask};
 use aigw_shared::body::{is_event_stream, is_json};
 use aigw_shared::callout::Outcome;
-use aigw_shared::error::ApiError;
+use aigw_shared::error::{ApiError, ClientApi};
 use aigw_shared::rules::RuleSet;
 use aigw_shared::stage::{
     rule_for, BodyUse, Configured, Cx, Env, Plugin, Reply, RequestBody, ResponseChunk,
@@ -398,10 +398,7 @@ impl Stage for Safety {
 /// Answers a request the plugin cannot use with an OpenAI error.
 fn refuse(err: &ApiError) -> Step {
     log::info!("{PLUGIN}: refused request: {err}");
-    Step::Respond(Reply::json(
-        err.status,
-        serde_json::to_vec(&err.to_openai_json()).unwrap_or_default(),
-    ))
+    Step::Respond(Reply::error(err, ClientApi::OpenAi))
 }
 
 impl Safety {

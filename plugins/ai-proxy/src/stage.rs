@@ -83,7 +83,7 @@ const TOKEN_CALLOUT: u32 = 1;
 /// A gateway error in the client's API.
 fn reject(err: &ApiError, api: ClientApi) -> Step {
     log::info!("ai-proxy: refused request: {err}");
-    Step::Respond(Reply::json(err.status, err.body(api)))
+    Step::Respond(Reply::error(err, api))
 }
 
 impl ProxyStage {

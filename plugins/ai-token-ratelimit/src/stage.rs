@@ -463,7 +463,7 @@ fn set_log(effects: &mut Effects, config: &Config, record: Value) {
 }
 
 fn error_reply(err: &ApiError) -> Step {
-    Step::Respond(Reply::json(err.status, err.body(ClientApi::OpenAi)))
+    Step::Respond(Reply::error(err, ClientApi::OpenAi))
 }
 
 /// Answers a refused request.
