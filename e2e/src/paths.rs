@@ -36,14 +36,19 @@ pub fn python() -> PathBuf {
 
 /// The release wasm of a plugin crate, e.g. `ai-statistics`.
 pub fn plugin_wasm(plugin: &str) -> PathBuf {
-    let file = format!("{}.wasm", plugin.replace('-', "_"));
-    let path = target_dir().join("wasm32-wasip1/release").join(file);
+    let path = plugin_wasm_path(plugin);
     assert!(
         path.exists(),
         "{} missing: run `make build`",
         path.display()
     );
     path
+}
+
+/// Where `make build` puts a plugin's release wasm, built or not.
+pub fn plugin_wasm_path(plugin: &str) -> PathBuf {
+    let file = format!("{}.wasm", plugin.replace('-', "_"));
+    target_dir().join("wasm32-wasip1/release").join(file)
 }
 
 pub fn target_dir() -> PathBuf {

@@ -38,7 +38,7 @@ fn suite_plugin(filename: &str) -> Option<&'static str> {
 /// A plugin's build or a copy of it (not a module a test made, such as a corrupt one).
 fn suite_build(filename: &str) -> Option<&'static str> {
     let plugin = suite_plugin(filename)?;
-    let built = paths::plugin_wasm(plugin);
+    let built = paths::plugin_wasm_path(plugin);
     if Path::new(filename) == built {
         return Some(plugin);
     }
@@ -49,9 +49,9 @@ fn suite_build(filename: &str) -> Option<&'static str> {
 /// The suite module standing in for `filename`: the build itself for a plugin's build, and a
 /// copy beside a versioned file (Envoy loads a new module when the path changes).
 fn suite_module(filename: &str) -> PathBuf {
-    let built = paths::plugin_wasm("ai-gateway");
+    let built = paths::plugin_wasm_path("ai-gateway");
     let original = Path::new(filename);
-    if original == paths::plugin_wasm(suite_plugin(filename).unwrap_or("ai-gateway")) {
+    if original == paths::plugin_wasm_path(suite_plugin(filename).unwrap_or("ai-gateway")) {
         return built;
     }
     let file = original
@@ -109,6 +109,7 @@ fn suite_wasm(name: &str, stages: &[(&'static str, Value)]) -> Value {
 
 /// Rewrites an Envoy bootstrap (as the harness builds it, with its ECDS resources).
 pub fn rewrite_config(config: &mut Value) {
+    paths::plugin_wasm("ai-gateway"); // fails clearly when the suite module is not built
     // ECDS resources first: they are lists of filters too, but each keeps its own shape.
     if let Some(Value::Object(resources)) = config.get_mut(crate::config::ECDS_KEY) {
         resources.values_mut().for_each(rewrite_resource);
@@ -227,7 +228,7 @@ mod tests {
 
     fn filter(name: &str, plugin: &str) -> Value {
         json!({"name": name, "typed_config": {"@type": WASM_TYPE, "config": {
-            "vm_config": {"code": {"local": {"filename": paths::plugin_wasm(plugin)}}},
+            "vm_config": {"code": {"local": {"filename": paths::plugin_wasm_path(plugin)}}},
             "configuration": {"value": "{}"}}}})
     }
 
